@@ -1,8 +1,15 @@
 """CoreML (.mlpackage, mlprogram) export with coremltools, per precision.
 
-Each decoder variant K is its own mlpackage (`decoder_k1`, `decoder_k16`). Outputs are named
-explicitly. fp16 is a conversion-time compute precision; int8/mixed are per-channel linear int8
-weights (`linear_quantize_weights`) on an fp32 program, skipping the plan's float layers.
+The decoder is ONE multifunction mlpackage (`decoder.mlpackage`) with one function per variant K
+(`decoder_k1`, `decoder_k16`; the default function is `decoder_k1`, the interactive one). Each K is
+converted (and, for int8/mixed, quantized) on its own, then the functions are combined with
+`coremltools.utils.save_multifunction`, which stores every identical weight once: the package holds
+one copy of the decoder weights. Multifunction models need iOS 18 / macOS 15 (spec version 9).
+
+Outputs are named explicitly. fp16 is a conversion-time compute precision; int8/mixed are
+per-channel linear int8 weights (`linear_quantize_weights`) on an fp32 program, skipping the plan's
+float layers. Quantization is deterministic, so both functions quantize to identical consts and
+still share them.
 """
 
 from __future__ import annotations
@@ -21,6 +28,19 @@ from converters.tflite_export import quiet
 from converters.wrappers import EncoderWrapper, decoder_module
 
 MIN_TARGET = "iOS17"
+DECODER_PACKAGE = "decoder.mlpackage"
+DEFAULT_DECODER_K = 1  # the function an app gets without naming one
+MULTIFUNCTION_MIN_OS = "iOS 18 / macOS 15 (multifunction ML program)"
+
+
+def decoder_function(k: int) -> str:
+    """Name of the decoder function for K prompts per call."""
+    return f"decoder_k{k}"
+
+
+def coreml_decoder_variants() -> dict[int, dict[str, str]]:
+    """K -> {"file", "signature"}: every K is a function (the `signature`) of one decoder package."""
+    return {k: {"file": DECODER_PACKAGE, "signature": decoder_function(k)} for k in DECODER_K}
 
 
 def _register_ops() -> None:
@@ -78,29 +98,48 @@ def _quantize(mlmodel, module: torch.nn.Module, plan: dict):
         return cto.linear_quantize_weights(mlmodel, config=config)
 
 
-def _save(module, args, in_names, out_names, spec: ExportSpec, plan: dict, dst: Path) -> None:
+def _converted(module, args, in_names, out_names, spec: ExportSpec, plan: dict, description: str):
     ml = _convert(module, args, in_names, out_names, spec.precision)
     if spec.precision in ("int8", "mixed"):
         ml = _quantize(ml, module, plan)
-    ml.short_description = f"{spec.config.name} {dst.stem} ({spec.precision})"
-    ml.save(str(dst))
+    ml.short_description = f"{spec.config.name} {description} ({spec.precision})"
+    return ml
+
+
+def save_multifunction(parts: dict[str, Path], default: str, dst: Path) -> None:
+    """Combine single-function packages `parts` (function name -> path) into one multifunction
+    package at `dst`; identical weights are stored once."""
+    import coremltools as ct
+
+    desc = ct.utils.MultiFunctionDescriptor()
+    for name, path in parts.items():
+        desc.add_function(str(path), "main", name)
+    desc.default_function_name = default
+    with quiet():
+        ct.utils.save_multifunction(desc, str(dst))
 
 
 def export_coreml(model: torch.nn.Module, spec: ExportSpec, out_dir: Path, plan: dict, work: Path,
                   progress=None) -> dict:
-    """Write encoder.mlpackage and decoder_k{K}.mlpackage into `out_dir`; returns `models`."""
+    """Write encoder.mlpackage and the multifunction decoder.mlpackage into `out_dir`; returns `models`."""
     say = progress or (lambda msg: None)
+    work.mkdir(parents=True, exist_ok=True)
     s = spec.image_size
     say("coreml: converting encoder")
-    _save(EncoderWrapper(model), (torch.randn(1, 3, s, s),), ["image"], ["image_embeddings"], spec, plan,
-          out_dir / spec.encoder_file)
+    _converted(EncoderWrapper(model), (torch.randn(1, 3, s, s),), ["image"], ["image_embeddings"], spec, plan,
+               "encoder").save(str(out_dir / spec.encoder_file))
     in_names = [t.name for t in spec.decoder_inputs(1)]
     out_names = [t.name for t in spec.decoder_outputs(1)]
-    variants = spec.decoder_variants()
+    variants = coreml_decoder_variants()
+    parts: dict[str, Path] = {}
     for k in DECODER_K:
         say(f"coreml: converting decoder K={k}")
-        _save(decoder_module(model), decoder_sample(spec, k), in_names, out_names, spec, plan,
-              out_dir / str(variants[k]["file"]))
+        name = str(variants[k]["signature"])
+        parts[name] = work / f"{name}.mlpackage"
+        _converted(decoder_module(model), decoder_sample(spec, k), in_names, out_names, spec, plan,
+                   name).save(str(parts[name]))
+    say("coreml: combining the decoder functions (weights stored once)")
+    save_multifunction(parts, decoder_function(DEFAULT_DECODER_K), out_dir / DECODER_PACKAGE)
 
     def io(ts):
         return [t.to_dict() for t in ts]
@@ -108,6 +147,8 @@ def export_coreml(model: torch.nn.Module, spec: ExportSpec, out_dir: Path, plan:
     return {
         "encoder": {"file": spec.encoder_file, "signature": None, "inputs": io(spec.encoder_inputs()),
                     "outputs": io(spec.encoder_outputs())},
-        "decoder": {"variants": {str(k): {"file": v["file"], "signature": None} for k, v in variants.items()},
+        "decoder": {"variants": {str(k): dict(v) for k, v in variants.items()},
+                    "multifunction": {"default_function": decoder_function(DEFAULT_DECODER_K),
+                                      "min_os": MULTIFUNCTION_MIN_OS},
                     "inputs": io(spec.decoder_inputs("K")), "outputs": io(spec.decoder_outputs("K"))},
     }

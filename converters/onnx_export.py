@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from converters.onnx_compact import compact_file
 from converters.onnx_shared import SHARED_WEIGHTS, share_weights
 from converters.precision import onnx_nodes_to_exclude
 from converters.spec import DECODER_K, ExportSpec
@@ -63,6 +64,15 @@ def _convert_precision(src: Path, dst: Path, precision: str, plan: dict, work: P
                      op_types_to_quantize=QUANT_OPS, nodes_to_exclude=exclude)
 
 
+def _finish(model: torch.nn.Module, src: Path, dst: Path, precision: str, plan: dict, work: Path, say) -> None:
+    """fp32 export `src` -> `dst` in `precision`, then folded constants computed in-graph again."""
+    _convert_precision(src, dst, precision, plan, work)
+    replaced = compact_file(dst, model)
+    if replaced:
+        say(f"onnx: {dst.name}: computed in-graph instead of stored: "
+            + ", ".join(f"{n} {kind}" for kind, n in replaced.items()))
+
+
 def _entry(file: str, inputs: list, outputs: list) -> dict:
     return {"file": file, "signature": None, "inputs": [t.to_dict() for t in inputs],
             "outputs": [t.to_dict() for t in outputs]}
@@ -73,7 +83,8 @@ def export_onnx(model: torch.nn.Module, spec: ExportSpec, out_dir: Path, plan: d
     """Write encoder.onnx, decoder_k{K}.onnx, decoder_sam_onnx.onnx and decoder.weights into `out_dir`.
 
     The three decoder graphs share one copy of their weights: `decoder.weights` (ONNX external
-    data; each graph points at the same offsets).
+    data; each graph points at the same offsets). Tensors the exporter folds from small parameters
+    (attention-bias gathers, the dense positional encoding) are computed in-graph (`onnx_compact`).
 
     Returns the manifest's `models` section for these files (hashes are added later).
     """
@@ -83,7 +94,7 @@ def export_onnx(model: torch.nn.Module, spec: ExportSpec, out_dir: Path, plan: d
     say("onnx: exporting encoder")
     enc_fp32 = work / "encoder_fp32.onnx"
     _torch_export(EncoderWrapper(model), (torch.randn(1, 3, s, s),), enc_fp32, ["image"], ["image_embeddings"])
-    _convert_precision(enc_fp32, out_dir / spec.encoder_file, spec.precision, plan, work)
+    _finish(model, enc_fp32, out_dir / spec.encoder_file, spec.precision, plan, work, say)
 
     in_names = [t.name for t in spec.decoder_inputs(1)]
     out_names = [t.name for t in spec.decoder_outputs(1)]
@@ -92,7 +103,7 @@ def export_onnx(model: torch.nn.Module, spec: ExportSpec, out_dir: Path, plan: d
         say(f"onnx: exporting decoder K={k}")
         tmp = work / f"decoder_k{k}_fp32.onnx"
         _torch_export(decoder_module(model), decoder_sample(spec, k), tmp, in_names, out_names)
-        _convert_precision(tmp, out_dir / str(variants[k]["file"]), spec.precision, plan, work)
+        _finish(model, tmp, out_dir / str(variants[k]["file"]), spec.precision, plan, work, say)
 
     say("onnx: exporting SAM-signature decoder")
     sample = dict(zip(in_names, decoder_sample(spec, 1)))
@@ -103,7 +114,7 @@ def export_onnx(model: torch.nn.Module, spec: ExportSpec, out_dir: Path, plan: d
     _torch_export(sam_onnx_module(model), tuple(sample[n] for n in sam_names), tmp,
                   sam_names, [t.name for t in spec.sam_onnx_outputs()],
                   dynamic_axes={"point_coords": {1: "num_points"}, "point_labels": {1: "num_points"}})
-    _convert_precision(tmp, out_dir / "decoder_sam_onnx.onnx", spec.precision, plan, work)
+    _finish(model, tmp, out_dir / "decoder_sam_onnx.onnx", spec.precision, plan, work, say)
 
     say("onnx: storing the decoder weights once")
     decoder_files = [str(variants[k]["file"]) for k in DECODER_K] + ["decoder_sam_onnx.onnx"]

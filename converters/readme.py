@@ -54,6 +54,20 @@ def _post_code(post: dict, prompts: dict, pre: dict) -> str:
             f"mask = m > {post['mask_threshold']}                                   # logits, no sigmoid needed\n```")
 
 
+def _multifunction_text(dec: dict) -> str:
+    """How to pick a function of a multifunction CoreML decoder (empty for other decoders)."""
+    multi = dec.get("multifunction")
+    if not multi:
+        return ""
+    files = sorted({v["file"] for v in dec["variants"].values()})
+    names = ", ".join(f"`{v['signature']}` (K = {k})" for k, v in dec["variants"].items())
+    return (f"\n## Multifunction decoder\n`{'`, `'.join(files)}` is one multifunction ML program with the functions "
+            f"{names}; they share one copy of the weights. The default function is `{multi['default_function']}`. "
+            f"Requires {multi['min_os']}. Swift: `let cfg = MLModelConfiguration(); cfg.functionName = "
+            f"\"{dec['variants'][max(dec['variants'], key=int)]['signature']}\"` before loading; Python (macOS): "
+            f"`coremltools.models.MLModel(path, function_name=...)`.\n")
+
+
 def render_readme(manifest: dict) -> str:
     """Markdown README describing how to call the package, step by step."""
     model, pre, post, prompts = manifest["model"], manifest["preprocess"], manifest["postprocess"], manifest["prompts"]
@@ -61,8 +75,9 @@ def render_readme(manifest: dict) -> str:
     trained = "" if model.get("trained") else (
         "\n> **Untrained weights.** This package was built from a seeded, untrained model to exercise the "
         "pipeline. Its masks are meaningless; rebuild with `--checkpoint` for real use.\n")
+    entry = "function" if dec.get("multifunction") else "signature"
     variants = "\n".join(
-        f"- K = {k}: file `{v['file']}`" + (f", signature `{v['signature']}`" if v.get("signature") else "")
+        f"- K = {k}: file `{v['file']}`" + (f", {entry} `{v['signature']}`" if v.get("signature") else "")
         for k, v in dec["variants"].items())
     parity = manifest.get("parity", {})
     metrics = parity.get("metrics", {})
@@ -79,6 +94,7 @@ def render_readme(manifest: dict) -> str:
         extra += (f"\n## Shared decoder weights\nThe decoder graphs ({', '.join(f'`{f}`' for f in shared['shared_by'])}) "
                   f"store their weights once, in `{shared['file']}` (ONNX external data: every graph points at the "
                   "same offsets). Keep it in the same directory as the graphs; ONNX Runtime loads it by itself.\n")
+    extra += _multifunction_text(dec)
     return f"""# {model['name']} for {manifest['target']} ({manifest['precision']})
 {trained}
 Minimum platform: {manifest['min_os']}. Precision plan: `{manifest['precision_plan'].get('name')}`.

@@ -7,6 +7,9 @@ float32 / integer numpy arrays.
 
 Kinds: "onnx" (onnxruntime), "tflite" (ai_edge_litert), "coreml" (coremltools `MLModel` on macOS,
 the bundled numpy emulator of the mlpackage elsewhere).
+
+`signature` names one entry point of a multi-entry file: a LiteRT signature (`k16`) or a function
+of a multifunction CoreML package (`decoder_k16`); an unknown name fails with the available names.
 """
 
 from __future__ import annotations
@@ -47,7 +50,8 @@ def check_inputs(model: Model, inputs: dict[str, np.ndarray]) -> None:
 def open_model(path: str | Path, kind: str, num_threads: int = 2, signature: str | None = None) -> Model:
     """Open one model file (or .mlpackage directory) with the runtime for `kind`.
 
-    `signature` selects a LiteRT signature (e.g. "k16"); ONNX and CoreML ignore it.
+    `signature` selects a LiteRT signature (e.g. "k16") or the function of a multifunction CoreML
+    package (e.g. "decoder_k16"; None = the package's default function); ONNX ignores it.
     """
     path = Path(path)
     if not path.exists():
@@ -63,7 +67,7 @@ def open_model(path: str | Path, kind: str, num_threads: int = 2, signature: str
 
         return LiteRTModel(path, num_threads=num_threads, signature=signature)
     if kind == "coreml":
-        return _open_coreml(path)
+        return _open_coreml(path, signature)
     raise ValueError(f"unknown backend kind {kind!r}; choose one of {', '.join(KINDS)}")
 
 
@@ -82,24 +86,46 @@ class CoreMLModel:
         return {k: np.asarray(v) for k, v in out.items()}
 
 
-def _spec_names(model) -> tuple[list[str], list[str]]:
-    for attr_in, attr_out in (("input_names", "output_names"),):
-        if hasattr(model, attr_in) and hasattr(model, attr_out):
-            return list(getattr(model, attr_in)), list(getattr(model, attr_out))
+def _feature_names(desc) -> tuple[list[str], list[str]]:
+    return [i.name for i in desc.input], [o.name for o in desc.output]
+
+
+def _spec_names(model, function_name: str | None) -> tuple[list[str], list[str]]:
+    """Input/output names of `model` (the emulator's model, or an `MLModel` of the named function)."""
+    if hasattr(model, "input_names") and hasattr(model, "output_names"):
+        return list(model.input_names), list(model.output_names)
     spec = model.get_spec() if hasattr(model, "get_spec") else getattr(model, "spec", None)
     if spec is None:
         raise ValueError("cannot read input/output names of the CoreML model")
-    return [i.name for i in spec.description.input], [o.name for o in spec.description.output]
+    desc = spec.description
+    if len(desc.functions):  # multifunction: each function has its own features
+        name = function_name or desc.defaultFunctionName
+        return _feature_names(next(f for f in desc.functions if f.name == name))
+    return _feature_names(desc)
 
 
-def _open_coreml(path: Path) -> Model:
+def _check_function(path: Path, function_name: str | None) -> None:
+    """Refuse a function name the package does not have, naming the ones it has."""
+    from .coreml_emulator import function_names  # protobuf only; no CoreML runtime needed
+
+    names = function_names(path)
+    if function_name is not None and function_name not in names:
+        raise ValueError(f"CoreML package {path.name} has no function {function_name!r}; "
+                         f"available functions: {', '.join(sorted(names))}")
+
+
+def _open_coreml(path: Path, function_name: str | None = None) -> Model:
+    _check_function(path, function_name)
     if sys.platform == "darwin":
         import coremltools as ct  # only on macOS, where the real CoreML runtime exists
 
-        model = ct.models.MLModel(str(path))
+        if function_name is None:
+            model = ct.models.MLModel(str(path))
+        else:
+            model = ct.models.MLModel(str(path), function_name=function_name)
     else:
         from .coreml_emulator import load_mlpackage
 
-        model = load_mlpackage(path)
-    ins, outs = _spec_names(model)
+        model = load_mlpackage(path, function_name=function_name)
+    ins, outs = _spec_names(model, function_name)
     return CoreMLModel(model, ins, outs)

@@ -229,6 +229,62 @@ def test_bad_inputs_raise(packages: dict) -> None:
         load_mlpackage(Path("/nonexistent.mlpackage"))
 
 
+def _weight_bytes(package: Path) -> int:
+    return sum(p.stat().st_size for p in package.rglob("weights/*.bin"))
+
+
+@pytest.mark.parametrize("quantize", [False, True])
+def test_multifunction_package(tmp_path: Path, quantize: bool) -> None:
+    """Two batch sizes of one module as functions of one package: each runs as itself, weights once."""
+    import coremltools.optimize.coreml as cto
+
+    from mobile_runtime.backends import open_model
+    from mobile_runtime.backends.coreml_emulator import CoreMLEmulatorError, function_names
+
+    torch.manual_seed(3)
+    module = _Compressible().eval()
+    parts = {}
+    for batch in (1, 4):
+        path = convert(module, [("x", (batch, 16, 8, 8))], tmp_path / f"b{batch}.mlpackage")
+        if quantize:  # each function quantized on its own: deterministic, so the int8 consts still dedupe
+            cfg = cto.OptimizationConfig(global_config=cto.OpLinearQuantizerConfig(
+                mode="linear_symmetric", dtype="int8", granularity="per_channel"))
+            cto.linear_quantize_weights(ct.models.MLModel(str(path), skip_model_load=True), cfg).save(str(path))
+        parts[f"b{batch}"] = path
+    desc = ct.utils.MultiFunctionDescriptor()
+    for name, path in parts.items():
+        desc.add_function(str(path), "main", name)
+    desc.default_function_name = "b4"
+    multi = tmp_path / "multi.mlpackage"
+    ct.utils.save_multifunction(desc, str(multi))
+
+    assert sorted(function_names(multi)) == ["b1", "b4"]
+    assert function_names(parts["b1"]) == ["main"]
+    one = _weight_bytes(parts["b1"])
+    assert _weight_bytes(parts["b4"]) == one
+    assert _weight_bytes(multi) < 1.1 * one  # identical weights stored once, not twice
+
+    assert load_mlpackage(multi).function_name == "b4"  # the default function
+    for name, batch in (("b1", 1), ("b4", 4)):
+        x = torch.randn(batch, 16, 8, 8)
+        model = load_mlpackage(multi, function_name=name)
+        assert model.input_shapes == {"x": (batch, 16, 8, 8)}
+        got = next(iter(model.predict({"x": x.numpy()}).values()))
+        single = next(iter(load_mlpackage(parts[name]).predict({"x": x.numpy()}).values()))
+        np.testing.assert_array_equal(got, single)  # the function is its source program
+        with torch.no_grad():
+            assert rel_err(got, module(x).numpy()) < (0.05 if quantize else 1e-5)
+        via_backend = open_model(multi, "coreml", signature=name)
+        assert via_backend.input_names == ["x"]
+        np.testing.assert_array_equal(next(iter(via_backend.run({"x": x.numpy()}).values())), got)
+    with pytest.raises(CoreMLEmulatorError, match="has no function 'b2'; available functions: b1, b4"):
+        load_mlpackage(multi, function_name="b2")
+    with pytest.raises(ValueError, match="available functions: b1, b4"):
+        open_model(multi, "coreml", signature="b2")
+    with pytest.raises(ValueError, match="available functions: main"):
+        open_model(parts["b1"], "coreml", signature="b1")
+
+
 def test_runtime_does_not_import_coremltools_or_torch() -> None:
     import subprocess
     code = ("import sys; import mobile_runtime.backends.coreml_emulator as m; "

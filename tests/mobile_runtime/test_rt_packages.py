@@ -188,7 +188,12 @@ def test_litert_package_matches_reference(packages, references, image) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("name", MODELS)
 def test_coreml_packages_match_reference_slow(packages, references, image, name: str) -> None:
+    manifest = json.loads((packages[(name, "coreml")] / "manifest.json").read_text())
+    variants = manifest["models"]["decoder"]["variants"]  # both K: functions of one multifunction package
+    assert {k: (v["file"], v["signature"]) for k, v in variants.items()} == {
+        "1": ("decoder.mlpackage", "decoder_k1"), "16": ("decoder.mlpackage", "decoder_k16")}
     session = load_package(packages[(name, "coreml")])
+    assert session.batch_sizes == (1, 16)
     assert _check_model(session, references[name], image) >= 16
 
 

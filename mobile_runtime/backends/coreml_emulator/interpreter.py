@@ -68,18 +68,20 @@ def _compute_view(value: Any) -> Any:
 
 
 class EmulatedModel:
-    """A loaded ``.mlpackage`` whose main function runs on numpy (see :func:`load_mlpackage`)."""
+    """A loaded ``.mlpackage`` whose selected function runs on numpy (see :func:`load_mlpackage`)."""
 
-    def __init__(self, path: str | Path, compute_precision: str | None = None) -> None:
+    def __init__(self, path: str | Path, compute_precision: str | None = None,
+                 function_name: str | None = None) -> None:
         if compute_precision not in (None, "fp32", "fp16", "program"):
             raise CoreMLEmulatorError(
                 f"compute_precision must be None, 'program', 'fp32' or 'fp16', got {compute_precision!r}")
         self.path = Path(path)
         self.compute_precision = compute_precision
-        self._spec = load_spec(self.path)
+        self._spec = load_spec(self.path, function_name)
+        self.function_name: str = self._spec.function_name
         self._ops, _, self._outputs = _parse_block(self._spec, self._spec.block)
         self._inputs = {i.name: tensor_spec(i.type) for i in self._spec.function.inputs}
-        desc = self._spec.model.description
+        desc = self._spec.description
         self.input_names: list[str] = [f.name for f in desc.input]
         self.output_names: list[str] = [f.name for f in desc.output]
         self.input_shapes: dict[str, tuple[int, ...]] = {
@@ -174,7 +176,7 @@ class EmulatedModel:
         return tuple(loop_vars)
 
     def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Run the main function; inputs and outputs are keyed by feature name."""
+        """Run the selected function; inputs and outputs are keyed by feature name."""
         missing = [n for n in self.input_names if n not in inputs]
         if missing:
             raise CoreMLEmulatorError(f"missing model inputs: {missing} (expects {self.input_names})")
@@ -196,11 +198,16 @@ class EmulatedModel:
         return result
 
 
-def load_mlpackage(path: str | Path, compute_precision: str | None = None) -> EmulatedModel:
+def load_mlpackage(path: str | Path, compute_precision: str | None = None,
+                   function_name: str | None = None) -> EmulatedModel:
     """Load an ``.mlpackage`` (ML program) for emulated prediction.
+
+    ``function_name`` selects one function of a multifunction package (as
+    ``coremltools.models.MLModel(path, function_name=...)`` does); None selects the default function.
+    An unknown name raises :class:`CoreMLEmulatorError` listing the available functions.
 
     ``compute_precision``: ``None``/``"program"`` computes as the program declares (fp16 ops in
     float16 semantics, fp32 ops in float32); ``"fp32"``/``"fp16"`` force every float tensor of
     the program to that precision (e.g. to see what an fp32 export would give in fp16).
     """
-    return EmulatedModel(path, compute_precision)
+    return EmulatedModel(path, compute_precision, function_name)

@@ -47,12 +47,19 @@ class TensorSpec:
 
 @dataclass
 class LoadedSpec:
-    """A parsed package: the Model spec, the program function and where weights live."""
+    """A parsed package: the Model spec, the selected program function and where weights live.
+
+    ``description`` holds the selected function's feature descriptions (``.input``, ``.output``):
+    the model's own description for a single-function model, its ``FunctionDescription`` for a
+    multifunction one.
+    """
 
     model: Any
     function: Any
     block: Any
     weights_dir: Path
+    function_name: str = "main"
+    description: Any = None
     blobs: dict[str, bytes] = field(default_factory=dict)
 
 
@@ -76,19 +83,52 @@ def find_model_spec(path: Path) -> tuple[Path, Path]:
     return spec_path, spec_path.parent
 
 
-def load_spec(path: str | Path, function_name: str = "main") -> LoadedSpec:
-    """Parse the package's Model protobuf and select the ML program function."""
+def _read_model(path: str | Path) -> tuple[Any, Path]:
     spec_path, model_dir = find_model_spec(Path(path))
     model = model_pb2().Model()
     model.ParseFromString(spec_path.read_bytes())
     if not model.HasField("mlProgram"):
         raise CoreMLEmulatorError(f"{path} holds no ML program (type {model.WhichOneof('Type')})")
+    return model, model_dir
+
+
+def default_function_name(model: Any) -> str:
+    """The function a caller gets without naming one: ``defaultFunctionName``, else ``main``."""
+    return model.description.defaultFunctionName or "main"
+
+
+def function_names(path: str | Path) -> list[str]:
+    """Names of the ML program functions of a package (``["main"]`` for a single-function model)."""
+    model, _ = _read_model(path)
+    return list(model.mlProgram.functions)
+
+
+def _function_description(model: Any, name: str) -> Any:
+    """Feature descriptions (``.input``/``.output``) of function ``name``."""
+    for desc in model.description.functions:
+        if desc.name == name:
+            return desc
+    if len(model.description.functions):
+        raise CoreMLEmulatorError(f"the model description has no entry for function '{name}'")
+    return model.description
+
+
+def load_spec(path: str | Path, function_name: str | None = None) -> LoadedSpec:
+    """Parse the package's Model protobuf and select one ML program function.
+
+    ``function_name`` None selects the model's default function (``main`` for single-function
+    models); an unknown name raises :class:`CoreMLEmulatorError` listing the available functions.
+    """
+    model, model_dir = _read_model(path)
     functions = model.mlProgram.functions
-    if function_name not in functions:
-        raise CoreMLEmulatorError(f"{path} has no function '{function_name}' (has {sorted(functions)})")
-    function = functions[function_name]
+    name = function_name if function_name is not None else default_function_name(model)
+    if name not in functions:
+        raise CoreMLEmulatorError(f"{Path(path).name} has no function '{name}'; available functions: "
+                                  + ", ".join(sorted(functions)))
+    function = functions[name]
     block = function.block_specializations[function.opset]
-    return LoadedSpec(model=model, function=function, block=block, weights_dir=model_dir)
+    return LoadedSpec(model=model, function=function, block=block, weights_dir=model_dir, function_name=name,
+                      description=_function_description(model, name))
 
 
 def tensor_spec(value_type: Any) -> TensorSpec:
