@@ -26,12 +26,13 @@ sys.path.insert(0, str(ROOT))
 def _args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--work", default=str(ROOT / "bench" / "work" / "distill_story"))
-    p.add_argument("--image-size", type=int, default=256)
-    p.add_argument("--train-images", type=int, default=48)
-    p.add_argument("--heldout-images", type=int, default=12)
+    p.add_argument("--image-size", type=int, default=128)
+    p.add_argument("--train-images", type=int, default=300)
+    p.add_argument("--heldout-images", type=int, default=40)
     p.add_argument("--teacher", default="mobilesam")
-    p.add_argument("--teacher-steps", type=int, default=300)
-    p.add_argument("--student-steps", type=int, default=250)
+    p.add_argument("--teacher-steps", type=int, default=1200)
+    p.add_argument("--student-steps", type=int, default=600)
+    p.add_argument("--images-per-step", type=int, default=2)
     p.add_argument("--prompts", type=int, default=16)
     p.add_argument("--lr", type=float, default=2e-4)
     p.add_argument("--decoder-lr", type=float, default=1e-3)
@@ -64,7 +65,8 @@ def main() -> dict:
     check_disjoint(train_dir, held_dir)
     timings["data"] = time.time() - t0
     common = dict(data=str(train_dir), image_size=args.image_size, prompts_per_image=args.prompts, lr=args.lr,
-                  decoder_lr=args.decoder_lr, seed=args.seed, checkpoint_every=50,
+                  decoder_lr=args.decoder_lr, seed=args.seed, checkpoint_every=100,
+                  images_per_step=args.images_per_step, log_every=10,
                   cache_dir=str(work / "teacher_cache"))
 
     t = time.time()

@@ -28,19 +28,8 @@ from converters.tflite_export import quiet
 from converters.wrappers import EncoderWrapper, decoder_module
 
 MIN_TARGET = "iOS17"
-DECODER_PACKAGE = "decoder.mlpackage"
 DEFAULT_DECODER_K = 1  # the function an app gets without naming one
 MULTIFUNCTION_MIN_OS = "iOS 18 / macOS 15 (multifunction ML program)"
-
-
-def decoder_function(k: int) -> str:
-    """Name of the decoder function for K prompts per call."""
-    return f"decoder_k{k}"
-
-
-def coreml_decoder_variants() -> dict[int, dict[str, str]]:
-    """K -> {"file", "signature"}: every K is a function (the `signature`) of one decoder package."""
-    return {k: {"file": DECODER_PACKAGE, "signature": decoder_function(k)} for k in DECODER_K}
 
 
 def _register_ops() -> None:
@@ -130,7 +119,7 @@ def export_coreml(model: torch.nn.Module, spec: ExportSpec, out_dir: Path, plan:
                "encoder").save(str(out_dir / spec.encoder_file))
     in_names = [t.name for t in spec.decoder_inputs(1)]
     out_names = [t.name for t in spec.decoder_outputs(1)]
-    variants = coreml_decoder_variants()
+    variants = spec.decoder_variants()
     parts: dict[str, Path] = {}
     for k in DECODER_K:
         say(f"coreml: converting decoder K={k}")
@@ -139,7 +128,8 @@ def export_coreml(model: torch.nn.Module, spec: ExportSpec, out_dir: Path, plan:
         _converted(decoder_module(model), decoder_sample(spec, k), in_names, out_names, spec, plan,
                    name).save(str(parts[name]))
     say("coreml: combining the decoder functions (weights stored once)")
-    save_multifunction(parts, decoder_function(DEFAULT_DECODER_K), out_dir / DECODER_PACKAGE)
+    default = str(variants[DEFAULT_DECODER_K]["signature"])
+    save_multifunction(parts, default, out_dir / str(variants[DEFAULT_DECODER_K]["file"]))
 
     def io(ts):
         return [t.to_dict() for t in ts]
@@ -148,7 +138,7 @@ def export_coreml(model: torch.nn.Module, spec: ExportSpec, out_dir: Path, plan:
         "encoder": {"file": spec.encoder_file, "signature": None, "inputs": io(spec.encoder_inputs()),
                     "outputs": io(spec.encoder_outputs())},
         "decoder": {"variants": {str(k): dict(v) for k, v in variants.items()},
-                    "multifunction": {"default_function": decoder_function(DEFAULT_DECODER_K),
+                    "multifunction": {"default_function": default,
                                       "min_os": MULTIFUNCTION_MIN_OS},
                     "inputs": io(spec.decoder_inputs("K")), "outputs": io(spec.decoder_outputs("K"))},
     }

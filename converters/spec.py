@@ -24,7 +24,7 @@ EXTENSIONS = {"onnx": "onnx", "tflite": "tflite", "coreml": "mlpackage"}
 MIN_OS = {
     "onnx": "onnxruntime>=1.17 (Android 7 / API 24, iOS 15)",
     "tflite": "LiteRT 2.x (Android 8 / API 26, iOS 15)",
-    "coreml": "iOS 17 / macOS 14 (mlprogram)",
+    "coreml": "iOS 18 / macOS 15 (mlprogram; multifunction decoder)",
 }
 
 # Parity gates per precision. The mask-IoU mean (masks at logit threshold 0) is the gate the
@@ -135,9 +135,12 @@ class ExportSpec:
         return f"encoder.{self.ext}"
 
     def decoder_variants(self) -> dict[int, dict[str, str | None]]:
-        """K -> {"file", "signature"}: LiteRT keeps all K as signatures of one file."""
+        """K -> {"file", "signature"}: LiteRT keeps all K as signatures of one file, CoreML as
+        functions (``decoder_k{K}``) of one multifunction package; ONNX has one file per K."""
         if self.target == "tflite":
             return {k: {"file": "decoder.tflite", "signature": f"k{k}"} for k in DECODER_K}
+        if self.target == "coreml":
+            return {k: {"file": "decoder.mlpackage", "signature": f"decoder_k{k}"} for k in DECODER_K}
         return {k: {"file": f"decoder_k{k}.{self.ext}", "signature": None} for k in DECODER_K}
 
     def model_files(self) -> list[str]:

@@ -191,3 +191,21 @@ def test_decoder_lr_builds_two_adam_groups():
     assert enc["lr"] == 1e-4 and rest["lr"] == 1e-3
     assert len(enc["params"]) + len(rest["params"]) == len(list(model.parameters()))
     assert param_groups(model, TrainConfig(data="d", out="o", lr=2e-4))[1]["lr"] == 2e-4
+
+
+def test_frozen_batchnorm_keeps_running_stats_while_the_rest_trains():
+    from tinysam import build_sam
+    from tinysam.distill.trainer import set_train_mode
+
+    model = build_sam("tinysam", image_size=64, seed=0)
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert bns
+    set_train_mode(model, freeze_batchnorm=True)
+    assert model.training and not any(bn.training for bn in bns)
+    before = bns[0].running_mean.clone()
+    model.image_encoder(torch.randn(1, 3, 64, 64) * 5 + 3)
+    assert torch.equal(bns[0].running_mean, before)
+    set_train_mode(model, freeze_batchnorm=False)
+    assert all(bn.training for bn in bns)
+    model.image_encoder(torch.randn(1, 3, 64, 64) * 5 + 3)
+    assert not torch.equal(bns[0].running_mean, before)

@@ -71,6 +71,10 @@ class TrainConfig:
     cache_dtype: str = "float16"
     progress: bool = True
     deterministic: bool = True  # torch.use_deterministic_algorithms during training
+    # BatchNorm layers (TinyViT's convolutions) use their running statistics and do not update them:
+    # with one image per forward, batch statistics are per-image and the trained model would behave
+    # differently in eval mode.
+    freeze_batchnorm: bool = True
 
     def validate(self) -> TrainConfig:
         """Raise ValueError naming the first bad field; return self."""

@@ -75,7 +75,17 @@ def build_models(cfg: TrainConfig) -> tuple[nn.Module, nn.Module | None]:
         if cfg.init_decoder_from_teacher and cfg.student_checkpoint is None and cfg.stage == "kd":
             student.prompt_encoder.load_state_dict(teacher.prompt_encoder.state_dict())
             student.mask_decoder.load_state_dict(teacher.mask_decoder.state_dict())
-    return student.train(), teacher
+    return set_train_mode(student, cfg.freeze_batchnorm), teacher
+
+
+def set_train_mode(model: nn.Module, freeze_batchnorm: bool) -> nn.Module:
+    """``model.train()``, with every BatchNorm layer kept in eval mode if ``freeze_batchnorm``."""
+    model.train()
+    if freeze_batchnorm:
+        for mod in model.modules():
+            if isinstance(mod, nn.modules.batchnorm._BatchNorm):
+                mod.eval()
+    return model
 
 
 def build_cache(cfg: TrainConfig, teacher: nn.Module, records: list[Record], rank: int, world: int) -> TeacherCache:
