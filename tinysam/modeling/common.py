@@ -69,3 +69,34 @@ class MLP(nn.Module):
         if self.sigmoid_output:
             x = torch.sigmoid(x)
         return x
+
+
+class PromptableModel(nn.Module):
+    """What every SAM-family model shares: its config, the three parts, the pixel normalization
+    buffers and the size properties derived from the config."""
+
+    mask_threshold: float = 0.0
+
+    def __init__(self, config, image_encoder: nn.Module, prompt_encoder: nn.Module, mask_decoder: nn.Module) -> None:
+        super().__init__()
+        self.config = config
+        self.image_encoder = image_encoder
+        self.prompt_encoder = prompt_encoder
+        self.mask_decoder = mask_decoder
+        self.register_buffer("pixel_mean", torch.tensor(config.pixel_mean).view(3, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(config.pixel_std).view(3, 1, 1), persistent=False)
+
+    @property
+    def image_size(self) -> int:
+        """Side S of the square model input."""
+        return self.config.image_size
+
+    @property
+    def embedding_size(self) -> int:
+        """Side E of the image embedding grid (S // 16)."""
+        return self.config.embedding_size
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the parameters."""
+        return self.pixel_mean.device

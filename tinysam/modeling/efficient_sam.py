@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from tinysam.config import ModelConfig
+from tinysam.modeling.common import PromptableModel
 from tinysam.modeling.efficient_sam_decoder import EfficientSamMaskDecoder, EfficientSamPromptEncoder
 from tinysam.modeling.efficient_sam_encoder import EfficientSamImageEncoder
 
@@ -28,35 +28,8 @@ _DECODER = dict(
 )
 
 
-class EfficientSam(nn.Module):
+class EfficientSam(PromptableModel):
     """EfficientSAM: ViT encoder, point prompt encoder, two-way mask decoder (see docs/interfaces.md)."""
-
-    mask_threshold: float = 0.0
-
-    def __init__(
-        self,
-        config: ModelConfig,
-        image_encoder: EfficientSamImageEncoder,
-        prompt_encoder: EfficientSamPromptEncoder,
-        mask_decoder: EfficientSamMaskDecoder,
-    ) -> None:
-        super().__init__()
-        self.config = config
-        self.image_encoder = image_encoder
-        self.prompt_encoder = prompt_encoder
-        self.mask_decoder = mask_decoder
-        self.register_buffer("pixel_mean", torch.tensor(config.pixel_mean).view(3, 1, 1), persistent=False)
-        self.register_buffer("pixel_std", torch.tensor(config.pixel_std).view(3, 1, 1), persistent=False)
-
-    @property
-    def image_size(self) -> int:
-        """Model input side S."""
-        return self.config.image_size
-
-    @property
-    def embedding_size(self) -> int:
-        """Image embedding side E = S // 16."""
-        return self.config.embedding_size
 
     def preprocess(self, x: torch.Tensor) -> torch.Tensor:
         """Normalize a stretched 0-255 image [B,3,S,S] (the predictor already resized it to SxS)."""

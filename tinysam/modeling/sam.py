@@ -8,11 +8,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from ..config import ModelConfig
-from .mask_decoder import MaskDecoder
-from .prompt_encoder import PromptEncoder
+from .common import PromptableModel
 from .transformer import EMPTY_SLOT_BIAS
 
 
@@ -65,40 +62,8 @@ def normalize_and_pad(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, im
     return F.pad(x, (0, image_size - w, 0, image_size - h))
 
 
-class Sam(nn.Module):
+class Sam(PromptableModel):
     """Image encoder + prompt encoder + mask decoder with the project's model surface."""
-
-    mask_threshold: float = 0.0
-
-    def __init__(
-        self,
-        config: ModelConfig,
-        image_encoder: nn.Module,
-        prompt_encoder: PromptEncoder,
-        mask_decoder: MaskDecoder,
-    ) -> None:
-        super().__init__()
-        self.config = config
-        self.image_encoder = image_encoder
-        self.prompt_encoder = prompt_encoder
-        self.mask_decoder = mask_decoder
-        self.register_buffer("pixel_mean", torch.tensor(config.pixel_mean).view(-1, 1, 1), persistent=False)
-        self.register_buffer("pixel_std", torch.tensor(config.pixel_std).view(-1, 1, 1), persistent=False)
-
-    @property
-    def image_size(self) -> int:
-        """Side of the square model input."""
-        return self.config.image_size
-
-    @property
-    def embedding_size(self) -> int:
-        """Side of the image embedding grid (image_size // 16)."""
-        return self.config.embedding_size
-
-    @property
-    def device(self) -> torch.device:
-        """Device of the parameters."""
-        return self.pixel_mean.device
 
     def encode_image(self, x: torch.Tensor) -> torch.Tensor:
         """Normalized, padded [B, 3, S, S] -> image embeddings [B, 256, E, E]."""
