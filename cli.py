@@ -201,11 +201,20 @@ def demo_cmd(out, model_name, checkpoint, image_size, image_path, target, precis
 @click.option("--target", default="all", show_default=True, help="coreml,tflite,onnx or all.")
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "int8", "mixed"]), default="fp32",
               show_default=True)
-@click.option("--calibration", default=None, help="Image directory for the parity check (default: 2 bundled photos).")
+@click.option("--calibration", default=None, help="Image directory for the parity check and the measured mixed plan "
+              "(default: bundled photos).")
+@click.option("--mixed-plan", type=click.Choice(["auto", "measured", "fixed"]), default="auto", show_default=True,
+              help="--precision mixed: plan from measured per-group sensitivity, or the fixed built-in plan; "
+              "auto measures up to 512 px input (or with a budget), else fixed.")
+@click.option("--max-iou-drop", type=click.FloatRange(0, 1, max_open=True), default=None,
+              help="Measured mixed plan budget: mean mask-IoU drop vs fp32 (default 0.01).")
+@click.option("--max-size", "max_size_mb", type=click.FloatRange(0, min_open=True), default=None,
+              help="Measured mixed plan budget by weight size in MB instead.")
 @click.option("--no-verify", is_flag=True, help="Skip the parity check against the PyTorch reference.")
 @click.option("--zip", "zip_", is_flag=True, help="Also write <package>.zip next to each package.")
 @click.option("--out", required=True, help="Output directory for the packages.")
-def convert_cmd(model_name, checkpoint, image_size, target, precision, calibration, no_verify, zip_, out) -> None:  # noqa: ANN001
+def convert_cmd(model_name, checkpoint, image_size, target, precision, calibration, mixed_plan, max_iou_drop,  # noqa: ANN001
+                max_size_mb, no_verify, zip_, out) -> None:
     """Export to mobile deployment packages, each proven against the reference before it appears."""
     from converters.logs import quiet_logs
 
@@ -217,7 +226,7 @@ def convert_cmd(model_name, checkpoint, image_size, target, precision, calibrati
 
     try:
         results = convert(model_name, checkpoint, target, precision, out, calibration, not no_verify,
-                          image_size, zip_, progress)
+                          image_size, zip_, progress, mixed_plan, max_iou_drop, max_size_mb)
     except ValueError as exc:
         raise UserError(str(exc).splitlines()[0]) from None
     for r in results:

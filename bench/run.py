@@ -19,7 +19,8 @@ from pathlib import Path
 from bench import report
 
 ROOT = Path(__file__).resolve().parents[1]
-SUITES = ("conversion", "sizes", "peak", "latency", "accuracy", "everything")
+SUITES = ("conversion", "sizes", "peak", "latency", "accuracy", "everything", "ptq")
+DEFAULT_SUITES = SUITES[:-1]  # ptq (bench/ptq.py) builds its own packages: run it by name
 ALL_TARGETS = ("onnx", "tflite", "coreml")
 ALL_PRECISIONS = ("fp32", "fp16", "int8", "mixed")
 
@@ -37,7 +38,7 @@ class BenchConfig:
     repeats: int = 10
     targets: tuple[str, ...] = ALL_TARGETS
     precisions: tuple[str, ...] = ALL_PRECISIONS
-    suites: tuple[str, ...] = SUITES
+    suites: tuple[str, ...] = DEFAULT_SUITES
     accuracy_images: int = 8
     peak_n: int = 2048
     verify: bool = True
@@ -202,6 +203,13 @@ def run_bench(cfg: BenchConfig, progress=None) -> dict:  # noqa: ANN001
         if "everything" in cfg.suites:
             res["everything"] = run_everything(cfg, say)
             tick("everything")
+        if "ptq" in cfg.suites:
+            from bench.ptq import run_ptq
+
+            res["ptq"] = run_ptq(cfg.model, cfg.image_size, cfg.targets, threads=cfg.threads,
+                                 checkpoint=ckpt, untrained=not cfg.shipped_weights,
+                                 out=out / "ptq.json", progress=say)
+            tick("ptq")
     finally:
         if tmp is not None:
             tmp.cleanup()

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from converters.package import MANIFEST, AtomicPackage, build_manifest, hash_tree, sha256_file
-from converters.precision import precision_plan
+from converters.precision import MIXED_PLANS, applied_precision, precision_plan, resolve_mixed_plan
 from converters.readme import render_readme
 from converters.spec import PRECISIONS, ExportSpec, check_choice, parse_targets
 
@@ -66,17 +66,25 @@ def load_model(model_name: str, checkpoint: str | Path | None, image_size: int |
 
 def build_package(model, model_info: dict, target: str, precision: str, out_dir: Path, verify: bool = True,
                   zip_: bool = False, progress: Callable[[str], None] | None = None,
-                  calibration: str | Path | None = None) -> PackageResult:
+                  calibration: str | Path | None = None, plan: dict | None = None,
+                  extra_files: dict[str, bytes] | None = None) -> PackageResult:
     """Export, check parity and atomically write one package; raises ParityError on a failed gate.
 
     Parity runs on 2 bundled photos, or on the first images of `calibration` when given.
+    `plan` overrides the precision's built-in plan (a measured mixed plan); `extra_files`
+    (name -> bytes, e.g. the sensitivity plot) are written into the package and hashed.
     """
     say = progress or (lambda msg: None)
     spec = ExportSpec(model.config, target, precision)
-    plan = precision_plan(precision)
+    plan = dict(plan) if plan is not None else precision_plan(precision)
+    plan["applied"] = applied_precision(plan, target)
     start = time.perf_counter()
     final = Path(out_dir) / spec.package_name
     with AtomicPackage(final, zip_=zip_) as pkg:
+        for name, data in (extra_files or {}).items():
+            if Path(name).name != name:
+                raise ValueError(f"extra package file {name!r} must be a plain file name")
+            (pkg.dir / name).write_bytes(data)
         models = _exporter(target)(model, spec, pkg.dir, plan, pkg.dir.parent / "work", progress=say)
         draft = build_manifest(spec, model_info, models, plan, {}, hash_tree(pkg.dir))
         parity: dict = {"skipped": True}
@@ -98,16 +106,31 @@ def build_package(model, model_info: dict, target: str, precision: str, out_dir:
 def convert(model_name: str, checkpoint: str | Path | None = None, targets: str | list[str] = "all",
             precision: str = "fp32", out_dir: str | Path = "packages", calibration: str | Path | None = None,
             verify: bool = True, image_size: int | None = None, zip: bool = False,  # noqa: A002
-            progress: Callable[[str], None] | None = None) -> list[PackageResult]:
+            progress: Callable[[str], None] | None = None, mixed_plan: str = "auto",
+            max_iou_drop: float | None = None, max_size_mb: float | None = None) -> list[PackageResult]:
     """Convert `model_name` to one package per target; each is parity-checked before it appears.
 
     Without `checkpoint`, the project's shipped trained weights for the model are used where they
     exist (`tinysam.defaults`), else a seeded untrained model that every output marks as such.
 
     `calibration` (a directory of images): the parity check runs on its first (up to 4) images
-    instead of the bundled photos. The built-in int8/mixed plans quantize weights only.
+    instead of the bundled photos. The int8/mixed packages quantize weights only.
+
+    `precision="mixed"`: `mixed_plan="measured"` builds the plan from measured per-group
+    sensitivity (`converters.mixed_plan`; images from `calibration` or the bundled photos; budget
+    `max_iou_drop`, default 0.01, or `max_size_mb`), writes it and the measured sensitivities into
+    the manifest and a `sensitivity.png` into each package; `"fixed"` uses the built-in plan;
+    `"auto"` (default) measures at input sizes up to 512 (about 1.5 min at 256 on 2 cores; 15 min at
+    1024) or when a budget is given, else uses the fixed plan.
     """
     check_choice("precision", precision, PRECISIONS)
+    check_choice("mixed plan", mixed_plan, MIXED_PLANS)
+    if precision != "mixed" and (max_iou_drop is not None or max_size_mb is not None):
+        raise ValueError("--max-iou-drop/--max-size apply only to --precision mixed")
+    if precision == "mixed" and mixed_plan == "fixed" and (max_iou_drop is not None or max_size_mb is not None):
+        raise ValueError("--max-iou-drop/--max-size apply only to the measured mixed plan")
+    if max_iou_drop is not None and max_size_mb is not None:
+        raise ValueError("give one mixed-plan budget: --max-iou-drop or --max-size, not both")
     target_list = parse_targets(targets)
     if calibration is not None and not Path(calibration).is_dir():
         raise ValueError(f"calibration directory {calibration} does not exist")
@@ -120,5 +143,15 @@ def convert(model_name: str, checkpoint: str | Path | None = None, targets: str 
     model, info = load_model(model_name, checkpoint, image_size)
     if not info["trained"]:
         say("note: no checkpoint given; using a seeded UNTRAINED model (masks are meaningless)")
-    return [build_package(model, info, t, precision, Path(out_dir), verify, zip, say, calibration)
+    plan, extra = None, None
+    budget = max_iou_drop is not None or max_size_mb is not None
+    if precision == "mixed" and resolve_mixed_plan(mixed_plan, model.config.image_size, budget) == "measured":
+        from converters.mixed_plan import PLOT_FILE, measure_mixed_plan
+
+        measured = measure_mixed_plan(model, calibration, max_iou_drop, max_size_mb, progress=say)
+        m = measured.plan["measured"]
+        say(f"mixed plan: {len(measured.float_groups)} groups kept float, mask IoU drop {m['iou_drop']:.4f}, "
+            f"~{m['size_mb']:.1f} MB weights ({measured.seconds:.0f} s)")
+        plan, extra = measured.plan, {PLOT_FILE: measured.plot_png}
+    return [build_package(model, info, t, precision, Path(out_dir), verify, zip, say, calibration, plan, extra)
             for t in target_list]

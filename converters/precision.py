@@ -4,6 +4,12 @@ A plan is a default weight dtype plus ordered "keep float" rules. A rule selects
 by module path (a regex searched in the layer name, written with `.` between path parts; the
 backends' own separators `/` and `_` are accepted too) or by kind (`normalization`, `softmax`).
 Each converter asks this module which of its own node/tensor/op names to leave in float.
+
+Mixed plans come in two kinds: the fixed plan below (`mixed-default-v1`), and a plan measured on
+calibration data (`converters.mixed_plan`, rules from per-group mask-IoU sensitivity). A rule with
+`"scope": "activations"` concerns only how a layer's input activation is quantized (twin-uniform
+ranges have no int8 form); the weight-only int8 exporters ignore it and quantize that layer's weights.
+`applied_precision` records, per backend, what the exported files actually hold.
 """
 
 from __future__ import annotations
@@ -11,6 +17,19 @@ from __future__ import annotations
 import re
 
 from converters.spec import PRECISIONS, check_choice
+
+MIXED_PLANS: tuple[str, ...] = ("auto", "measured", "fixed")
+# "auto": measured up to this input size, fixed above. Measured on 2 shared cores (1 thread, busy
+# machine), seeded TinySAM: 78-85 s at 256, 930 s at 1024 (encoder cost grows with the pixels).
+AUTO_MEASURED_MAX_SIZE = 512
+
+
+def resolve_mixed_plan(mixed_plan: str, image_size: int, budget_given: bool = False) -> str:
+    """"auto" -> "measured" at input sizes up to AUTO_MEASURED_MAX_SIZE or when a budget is given, else "fixed"."""
+    check_choice("mixed plan", mixed_plan, MIXED_PLANS)
+    if mixed_plan != "auto":
+        return mixed_plan
+    return "measured" if budget_given or image_size <= AUTO_MEASURED_MAX_SIZE else "fixed"
 
 # Fixed, sensible mixed plan until measured PTQ plans exist: the stem, normalizations, softmax and
 # the decoder's output upscaling stay float; all other weights are int8.
@@ -53,12 +72,17 @@ def module_regex(pattern: str) -> re.Pattern:
     return re.compile(pattern.replace(r"\.", r"[./_]"))
 
 
+def weight_rules(plan: dict) -> list[dict]:
+    """Keep-float rules that apply to weights (all rules except activation-only ones)."""
+    return [r for r in plan.get("keep_float", []) if r.get("scope", "all") != "activations"]
+
+
 def _module_rules(plan: dict) -> list[re.Pattern]:
-    return [module_regex(r["module"]) for r in plan.get("keep_float", []) if "module" in r]
+    return [module_regex(r["module"]) for r in weight_rules(plan) if "module" in r]
 
 
 def _kinds(plan: dict) -> list[str]:
-    return [r["kind"] for r in plan.get("keep_float", []) if "kind" in r]
+    return [r["kind"] for r in weight_rules(plan) if "kind" in r]
 
 
 def keep_float_name(plan: dict, name: str) -> bool:
@@ -75,16 +99,63 @@ def keep_float_ops(plan: dict, backend: str) -> list[str]:
 
 
 def onnx_nodes_to_exclude(plan: dict, nodes: list[tuple[str, str]]) -> list[str]:
-    """ONNX: names of nodes (name, op_type) that quantization must skip."""
+    """ONNX: names of nodes (name, op_type) that quantization must skip.
+
+    onnxruntime's quantizer first rewrites every Gemm into MatMul + Add named `<gemm>_MatMul` /
+    `<gemm>_Add` (`ONNXModel.replace_gemm_with_matmul`), so an excluded Gemm is listed under both names.
+    """
     ops = set(keep_float_ops(plan, "onnx"))
-    return [name for name, op in nodes if op in ops or keep_float_name(plan, name)]
+    out: list[str] = []
+    for name, op in nodes:
+        if op in ops or keep_float_name(plan, name):
+            out += [name, f"{name}_MatMul"] if op == "Gemm" else [name]
+    return out
 
 
 def tflite_float_regexes(plan: dict) -> list[str]:
     """LiteRT (ai-edge-quantizer): tensor-name regexes whose ops get NO_QUANTIZE."""
-    return [module_regex(r["module"]).pattern for r in plan.get("keep_float", []) if "module" in r]
+    return [module_regex(r["module"]).pattern for r in weight_rules(plan) if "module" in r]
 
 
 def coreml_float_const_names(plan: dict, const_names: list[str]) -> list[str]:
     """CoreML: weight-const op names that `linear_quantize_weights` must skip."""
     return [n for n in const_names if keep_float_name(plan, n)]
+
+
+# What each backend's int8/mixed files hold (the exporters quantize weights only; see toolchain notes).
+_APPLIED: dict[str, dict[str, str]] = {
+    "onnx": {
+        "weights": "int8 per-channel (onnxruntime quantize_dynamic on MatMul/Gemm/Conv), kept-float layers float32",
+        "activations": "quantized dynamically per tensor at run time (MatMulInteger/ConvInteger); everything "
+                       "else (LayerNorm, softmax, GELU, attention products) float32",
+        "searched_scales": "not used by the package; tinysam.quant.onnx_qdq.apply_quant_scales_onnx writes a "
+                           "QDQ graph with the recipe's scales (measured by bench/ptq.py as w8a8)",
+    },
+    "tflite": {
+        "weights": "int8 per-channel (ai-edge-quantizer dynamic int8), kept-float layers float32",
+        "activations": "dynamic-range int8 at run time for FULLY_CONNECTED/CONV_2D; BATCH_MATMUL (attention "
+                       "products) float32: its int8 form fails to prepare in LiteRT 2.3; everything else float32",
+        "searched_scales": "not used by the package (weight-only int8). LiteRT can take the recipe's activation "
+                           "scales as calibration statistics (converters/tflite_w8a8.py, static int8 FC/CONV) but "
+                           "not its weight scales (ai-edge-quantizer computes max-based per-channel scales itself), "
+                           "and static int8 ops also requantize their outputs",
+    },
+    "coreml": {
+        "weights": "int8 per-channel (linear_quantize_weights), kept-float consts float32",
+        "activations": "float32: coremltools 9.0 linear_quantize_activations calibrates its own ranges by "
+                       "running the model (macOS only) and takes no given scales",
+        "searched_scales": "not used",
+    },
+}
+
+
+def applied_precision(plan: dict, target: str) -> dict:
+    """What the `target` files hold under `plan` (for the manifest), per weights/activations."""
+    if plan.get("weights") != "int8":
+        return {"weights": plan.get("weights"), "activations": plan.get("activations")}
+    out = dict(_APPLIED[target])
+    act_only = [r["module"] for r in plan.get("keep_float", []) if r.get("scope") == "activations"]
+    if act_only:
+        out["activation_only_rules"] = (f"{len(act_only)} twin-uniform rules concern activations only; the "
+                                        "weights of those layers are int8 here")
+    return out

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from converters.onnx_export import decoder_sample
-from converters.precision import keep_float_ops
+from converters.precision import keep_float_ops, weight_rules
 from converters.spec import DECODER_K, ExportSpec
 from converters.wrappers import EncoderWrapper, decoder_module
 
@@ -58,18 +58,45 @@ def quiet():
         yield
 
 
-def tflite_module_regex(pattern: str) -> str:
+_GROUP_END = r"(\.|$)"  # suffix of plan rules that select a whole module (tinysam.quant.qmodel.group_regex)
+
+
+def module_lists(model: torch.nn.Module) -> set[str]:
+    """Paths of the model's ModuleLists (their own names do not appear in LiteRT tensor names)."""
+    return {name for name, m in model.named_modules() if isinstance(m, torch.nn.ModuleList)}
+
+
+def tflite_module_regex(pattern: str, lists: set[str] | None = None) -> str:
     """Plan module regex (`a\\.b`) -> LiteRT tensor-name regex.
 
     LiteRT names carry the module path as `pkg.Class_attr/pkg.Class_attr/...`, so each path part
-    appears after an underscore, with any number of levels in between.
+    appears after an underscore, with any number of levels in between. Items of a ModuleList
+    appear as `Class_<index>` without the list's own name (`layers.2` -> `BasicLayer_2`), items of
+    a Sequential under the Sequential's name (`neck.2` -> `Sequential_neck/Conv2d_2`). `lists` names
+    the ModuleList paths (`module_lists(model)`); without it, a list name before an index is optional.
+    A rule ending in `(\\.|$)` (a whole module) must end at a path boundary (`blocks.1` is not `blocks.10`).
     """
-    parts = pattern.split(r"\.")
-    return "_" + r"/[^;]*?_".join(parts)
+    whole = pattern.endswith(_GROUP_END)
+    parts = (pattern[: -len(_GROUP_END)] if whole else pattern).split(r"\.")
+    out = ""
+    i = 0
+    while i < len(parts):
+        if i + 1 < len(parts) and parts[i + 1].isdigit():  # container + index: the index is one level down
+            path = ".".join(parts[: i + 1]).replace("\\", "")
+            if lists is None:
+                container = f"(?:{parts[i]}/[^/;]*?_)?"
+            else:
+                container = "" if path in lists else f"{parts[i]}/[^/;]*?_"
+            out += ("/[^/;]*?_" if out else "_") + container + parts[i + 1]
+            i += 2
+        else:
+            out += ("/[^;]*?_" if out else "_") + parts[i]
+            i += 1
+    return out + (r"(?=[/;]|$)" if whole else "")
 
 
-def _recipe(precision: str, plan: dict):
-    """An ai-edge-quantizer recipe for `precision` under `plan` (None for fp32)."""
+def _recipe(precision: str, plan: dict, lists: set[str] | None = None):
+    """An ai-edge-quantizer recipe for `precision` under `plan` (None for fp32); `lists`: see tflite_module_regex."""
     from ai_edge_quantizer import qtyping, recipe_manager
     from ai_edge_quantizer.algorithm_manager import AlgorithmName
 
@@ -89,15 +116,22 @@ def _recipe(precision: str, plan: dict):
     rm.add_quantization_config(".*", op.BATCH_MATMUL, None, AlgorithmName.NO_QUANTIZE)
     for name in keep_float_ops(plan, "tflite"):
         rm.add_quantization_config(".*", op(name), None, AlgorithmName.NO_QUANTIZE)
-    for rule in plan.get("keep_float", []):
-        if "module" in rule:
-            rm.add_quantization_config(tflite_module_regex(rule["module"]), op.ALL_SUPPORTED, None,
-                                       AlgorithmName.NO_QUANTIZE)
+    fp16 = qtyping.OpQuantizationConfig(
+        weight_tensor_config=qtyping.TensorQuantizationConfig(num_bits=16, dtype=qtyping.TensorDataType.FLOAT),
+        compute_precision=qtyping.ComputePrecision.FLOAT, explicit_dequantize=True)
+    for rule in weight_rules(plan):
+        if "module" not in rule:
+            continue
+        rx = tflite_module_regex(rule["module"], lists)
+        rm.add_quantization_config(rx, op.ALL_SUPPORTED, None, AlgorithmName.NO_QUANTIZE)
+        if rule.get("precision") == "fp16":  # kept layers of a measured plan: fp16 weights, float compute
+            for name in WEIGHT_OPS:
+                rm.add_quantization_config(rx, op(name), fp16, AlgorithmName.FLOAT_CASTING)
     return rm.get_quantization_recipe()
 
 
-def _apply_precision(src: Path, dst: Path, precision: str, plan: dict) -> None:
-    recipe = _recipe(precision, plan)
+def _apply_precision(src: Path, dst: Path, precision: str, plan: dict, lists: set[str] | None = None) -> None:
+    recipe = _recipe(precision, plan, lists)
     if recipe is None:
         shutil.copyfile(src, dst)
         return
@@ -139,7 +173,8 @@ def export_tflite(model: torch.nn.Module, spec: ExportSpec, out_dir: Path, plan:
 
     _cached_float((fp, "encoder"), enc_fp32, build_encoder)
     say(f"tflite: encoder -> {spec.precision}")
-    _apply_precision(enc_fp32, out_dir / spec.encoder_file, spec.precision, plan)
+    lists = module_lists(model)
+    _apply_precision(enc_fp32, out_dir / spec.encoder_file, spec.precision, plan, lists)
 
     say("tflite: converting decoder (signatures " + ", ".join(f"k{k}" for k in DECODER_K) + ")")
     dec_fp32 = work / "decoder_fp32.tflite"
@@ -154,7 +189,7 @@ def export_tflite(model: torch.nn.Module, spec: ExportSpec, out_dir: Path, plan:
 
     _cached_float((fp, "decoder"), dec_fp32, build_decoder)
     say(f"tflite: decoder -> {spec.precision}")
-    _apply_precision(dec_fp32, out_dir / "decoder.tflite", spec.precision, plan)
+    _apply_precision(dec_fp32, out_dir / "decoder.tflite", spec.precision, plan, lists)
 
     enc_in = [dict(t.to_dict(), name="args_0", logical_name=t.name) for t in spec.encoder_inputs()]
     enc_out = [dict(t.to_dict(), name="output_0", logical_name=t.name) for t in spec.encoder_outputs()]

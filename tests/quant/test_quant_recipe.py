@@ -76,7 +76,11 @@ def test_measured_mixed_plan(setup, tmp_path):
         assert any("twin-uniform" in r["reason"] for r in plan["keep_float"])
         from converters.precision import keep_float_name
 
-        assert keep_float_name(plan, "/image_encoder/layers.1/blocks.0/mlp/fc2/MatMul")
+        twin = [r for r in plan["keep_float"] if "twin-uniform" in r["reason"]]
+        assert all(r["scope"] == "activations" for r in twin)
+        # twin-uniform rules keep the activation float, not the weights of fc2
+        fc2 = "/image_encoder/layers.1/blocks.0/mlp/fc2/MatMul"
+        assert keep_float_name(plan, fc2) == ("image_encoder.layers.1.blocks.0.mlp" in kept)
         png = plot_sensitivity(sens, kept, tmp_path / "s.png")
         assert png.read_bytes()[:4] == b"\x89PNG"
     finally:

@@ -60,10 +60,12 @@ def load_calibration_images(source: str | Path | None, n: int) -> list[np.ndarra
     """`n` RGB uint8 images from a directory, or the project's bundled calibration photos (None)."""
     if n < 1:
         raise ValueError(f"number of calibration images must be >= 1, got {n}")
-    import calibration_data
-
-    if hasattr(calibration_data, "calibration_images"):
-        return list(calibration_data.calibration_images(source, n))[:n]
+    try:  # the submodule, not the package attribute: a same-named test folder can shadow the package
+        from calibration_data.sources import calibration_images
+    except ImportError:
+        calibration_images = None
+    if calibration_images is not None:
+        return list(calibration_images(source, n))[:n]
     if source is None:
         raise ValueError("no calibration directory given and calibration_data has no bundled images")
     path = Path(source)

@@ -6,7 +6,7 @@ groups are kept in higher precision (fp16) one by one until the budget holds:
 - or `max_size_mb`: keep sensitive groups float only while the weight size stays under the budget
   (int8 = 1 byte per quantized weight, fp16 = 2 bytes per kept or unquantized weight).
 The plan is in the format of `converters/precision.py`; twin-uniform layers are always listed as
-fp16 (no int8 format expresses two ranges).
+fp16 for their input activation only (no int8 format expresses two ranges; weights stay int8).
 """
 
 from __future__ import annotations
@@ -33,9 +33,13 @@ def weight_size_mb(qmodel: torch.nn.Module, float_groups: set[str]) -> float:
 
 
 def twin_rules(qmodel: torch.nn.Module) -> list[dict]:
-    """Plan rules for layers whose activation quantizer is twin-uniform (kept fp16 in exports)."""
-    return [{"module": group_regex(n), "precision": "fp16",
-             "reason": f"twin-uniform activation ({m.a_kind}) has no int8 form"}
+    """Plan rules for layers whose activation quantizer is twin-uniform: their input stays float.
+
+    The rules carry `"scope": "activations"`: the layer's weights are still int8 (weight-only
+    exporters ignore these rules); a W8A8 export leaves the twin-uniform operand unquantized.
+    """
+    return [{"module": group_regex(n), "precision": "fp16", "scope": "activations",
+             "reason": f"twin-uniform input activation ({m.a_kind}) has no int8 form"}
             for n, m in quant_layers(qmodel).items() if m.calibrated and m.a_kind != "uniform"]
 
 

@@ -1,0 +1,86 @@
+"""LiteRT W8A8 with the Q-TinySAM recipe's activation scales (static int8 FULLY_CONNECTED / CONV_2D).
+
+What LiteRT (ai-edge-quantizer 0.10.0, ai-edge-litert 2.3.0) can take, and what it cannot:
+- activation scales: yes. `Quantizer.quantize(calibration_result)` takes per-tensor min/max
+  statistics; int8 activations are asymmetric there, and min = -128 s, max = 127 s gives exactly
+  scale s with zero point 0, i.e. our symmetric quantizer. Each recipe layer's input tensor gets it.
+- weight scales: no public API. The quantizer computes symmetric per-channel max-based scales
+  itself (`tensor_zp_scale_from_min_max`); our searched per-channel scales are not used.
+- outputs: a static int8 FULLY_CONNECTED/CONV_2D also writes int8, so every such op requantizes
+  its output with a calibrated (min/max) range, which the fake-quant model does not do.
+- twin-uniform operands (post-GELU fc2 inputs, post-softmax probabilities) and attention products
+  (BATCH_MATMUL, whose int8 form fails to prepare in LiteRT 2.3) stay float, as in the ONNX QDQ path.
+- the PT2E route (`litert_torch.quantize.pt2e_quantizer`) calibrates its own observers; it has no
+  entry for given scales either.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from converters.tflite_export import module_lists, quiet, tflite_module_regex
+
+QUANT_OPS = ("FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D")
+
+
+def layer_inputs(tflite_path: Path, qmodel: torch.nn.Module, prefix: str) -> dict[str, str]:
+    """Our calibrated uniform layers under `prefix` -> the LiteRT tensor that is their op's input."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from tinysam.quant.qmodel import group_regex, quant_layers
+
+    it = Interpreter(str(tflite_path))
+    names = {d["index"]: d["name"] for d in it.get_tensor_details()}
+    lists = module_lists(qmodel)
+    layers = {n: m for n, m in quant_layers(qmodel).items()
+              if n.startswith(prefix) and m.calibrated and m.kind != "matmul"}
+    rx = {n: re.compile(tflite_module_regex(group_regex(n), lists)) for n in layers}
+    out: dict[str, str] = {}
+    for op in it._get_ops_details():  # noqa: SLF001 - the interpreter's only op listing
+        if op["op_name"] not in QUANT_OPS:
+            continue
+        produced = names[op["outputs"][0]]
+        hits = [n for n in layers if rx[n].search(produced)]
+        if hits:
+            n = max(hits, key=len)  # the most specific layer path
+            if layers[n].a_kind == "uniform" and n not in out:
+                out[n] = names[op["inputs"][0]]
+    return out
+
+
+def quantize_tflite_w8a8(float_path: Path, out_path: Path, qmodel: torch.nn.Module,
+                         samples: list[dict[str, np.ndarray]], prefix: str = "image_encoder",
+                         signature: str = "serving_default") -> dict:
+    """Write `out_path`: `float_path` with static int8 FC/CONV for our layers, activation scales ours.
+
+    `samples` calibrate the ranges LiteRT needs beyond our scales (the int8 outputs). Returns
+    {"layers": n, "ours": n tensors with our scale, "float_layers": [...]}.
+    """
+    from ai_edge_quantizer import qtyping, quantizer, recipe_manager
+
+    from tinysam.quant.qmodel import group_regex, quant_layers
+
+    inputs = layer_inputs(float_path, qmodel, prefix)
+    if not inputs:
+        raise ValueError(f"no LiteRT op of {float_path.name} matches a calibrated layer under {prefix!r}")
+    layers = quant_layers(qmodel)
+    lists = module_lists(qmodel)
+    rm = recipe_manager.RecipeManager()
+    for n in inputs:
+        for name in QUANT_OPS:
+            rm.add_static_config(tflite_module_regex(group_regex(n), lists), qtyping.TFLOperationName(name), 8, 8)
+    with quiet():
+        q = quantizer.Quantizer(str(float_path))
+        q.load_quantization_recipe(rm.get_quantization_recipe())
+        stats = q.calibrate({signature: samples})
+        for n, tensor in inputs.items():
+            s = float(layers[n].a_scale)
+            stats[tensor] = {"min": np.array(-128.0 * s, np.float32), "max": np.array(127.0 * s, np.float32)}
+        q.quantize(stats, enable_progress_report=False).export_model(str(out_path), overwrite=True)
+    skipped = [n for n, m in layers.items() if n.startswith(prefix) and m.calibrated and m.kind != "matmul"
+               and n not in inputs]
+    return {"layers": len(inputs), "float_layers": skipped}
