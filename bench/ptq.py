@@ -147,7 +147,7 @@ def build_w8a8_onnx(model, q, out: Path, say) -> tuple[Path, Path, dict]:  # noq
     r_dec = apply_quant_scales_onnx(fp / f"decoder_k{K}.onnx", desc, dec)
     info = {"files": "encoder + K=16 decoder, QDQ with the recipe's scales (weights inline)",
             "encoder_layers_qdq": len(r_enc["quantized"]), "decoder_layers_qdq": len(r_dec["quantized"]),
-            "skipped": r_enc["skipped"] + r_dec["skipped"], "twin_uniform_float": len(twin)}
+            "qdq_skipped": r_enc["skipped"] + r_dec["skipped"], "twin_uniform_float": len(twin)}
     return enc, dec, info
 
 
@@ -237,16 +237,72 @@ def run_ptq(model_name: str = "tinysam", image_size: int = 1024, targets: tuple[
     from converters.precision import resolve_mixed_plan
 
     mixed_plan = resolve_mixed_plan(mixed_plan, image_size)
-    plan, extra, plan_info = None, None, {"kind": mixed_plan}
-    if "mixed" in precisions and mixed_plan == "measured":
+    plan_info: dict = {"kind": mixed_plan}
+    state: dict = {}
+
+    def mixed_plan_for_package() -> tuple[dict | None, dict | None]:
+        if mixed_plan != "measured":
+            return None, None
         from converters.mixed_plan import PLOT_FILE, measure_mixed_plan
 
-        mp = measure_mixed_plan(model, progress=say)
-        plan, extra = mp.plan, {PLOT_FILE: mp.plot_png}
-        plan_info.update(seconds=mp.seconds, timings=mp.timings, float_groups=mp.float_groups,
-                         measured=mp.plan["measured"], groups=len(mp.sensitivity))
+        for other in sorted(root.glob("*-mixed/manifest.json")):  # a plan measured for another target
+            if "plan" in state:
+                break
+            pp = json.loads(other.read_text())["precision_plan"]
+            if "measured" in pp and (other.parent / PLOT_FILE).is_file():
+                state["plan"] = {k: v for k, v in pp.items() if k != "applied"}
+                state["extra"] = {PLOT_FILE: (other.parent / PLOT_FILE).read_bytes()}
+        if "plan" not in state:
+            mp = measure_mixed_plan(model, progress=say)
+            state["plan"], state["extra"] = mp.plan, {PLOT_FILE: mp.plot_png}
+            plan_info.update(seconds=mp.seconds, timings=mp.timings, float_groups=mp.float_groups,
+                             measured=mp.plan["measured"], groups=len(mp.sensitivity))
+        return state["plan"], state["extra"]
+
+    def qmodel():  # noqa: ANN202
+        if "q" not in state:
+            state["q"] = recipe_qmodel(model, 4, say)
+        return state["q"]
+
+    def build(target: str, precision: str, fp32_path: Path | None):  # noqa: ANN202
+        """(runner, size in bytes, note, package path or None); packages under `root` are reused."""
+        if precision == "w8a8":
+            out_dir = root / f"{target}-w8a8"
+            note_file = out_dir / "note.json"
+            if target == "onnx":
+                enc, dec = out_dir / "encoder_w8a8.onnx", out_dir / f"decoder_k{K}_w8a8.onnx"
+                if not note_file.is_file():
+                    note_file.parent.mkdir(parents=True, exist_ok=True)
+                    _, _, note = build_w8a8_onnx(model, qmodel()[0], out_dir, say)
+                    note_file.write_text(json.dumps(note))
+                return (OnnxRunner(enc, dec, threads), enc.stat().st_size + dec.stat().st_size,
+                        json.loads(note_file.read_text()), None)
+            if not note_file.is_file():
+                q, cal = qmodel()
+                _, _, note = build_w8a8_tflite(fp32_path, q, cal, out_dir, threads)
+                note_file.write_text(json.dumps(note))
+            runner = PackageRunner(fp32_path, threads)
+            from mobile_runtime.backends import open_model
+
+            enc = out_dir / "encoder_w8a8.tflite"
+            runner.encoder = open_model(enc, "tflite", threads, "serving_default")
+            runner.encoder_bytes = enc.stat().st_size
+            size = enc.stat().st_size + (fp32_path / "decoder.tflite").stat().st_size
+            return runner, size, json.loads(note_file.read_text()), None
+        path = root / ExportSpec(model.config, target, precision).package_name
+        if not (path / "manifest.json").is_file():
+            p, extra = mixed_plan_for_package() if precision == "mixed" else (None, None)
+            path = build_package(model, info, target, precision, root, verify=False, progress=say,
+                                 plan=p, extra_files=extra).path
+        runner = PackageRunner(path, threads)
+        pp = runner.manifest["precision_plan"]
+        if precision == "mixed" and "measured" in pp:
+            plan_info.setdefault("measured", pp["measured"])
+            plan_info.setdefault("seconds", pp.get("seconds"))
+            plan_info.setdefault("float_groups", [r["module"] for r in pp["keep_float"] if r.get("scope") != "activations"])
+        return runner, dir_size(path), {"plan": pp.get("name")}, path
+
     rows: list[dict] = []
-    qstate = None
     try:
         for target in targets:
             fp32_masks, base, fp32_path = None, None, None
@@ -254,25 +310,20 @@ def run_ptq(model_name: str = "tinysam", image_size: int = 1024, targets: tuple[
                 if precision == "w8a8" and target == "coreml":
                     rows.append({"target": target, "precision": "w8a8", "skipped": W8A8_UNAVAILABLE[target]})
                     continue
+                if precision != "fp32" and base is None:
+                    rows.append({"target": target, "precision": precision, "skipped": "no fp32 baseline"})
+                    continue
                 say(f"{target} {precision}")
                 t0 = time.perf_counter()
-                if precision == "w8a8":
-                    if qstate is None:
-                        qstate = recipe_qmodel(model, 4, say)
-                    if target == "onnx":
-                        enc, dec, note = build_w8a8_onnx(model, qstate[0], root / "onnx-w8a8", say)
-                        runner, size = OnnxRunner(enc, dec, threads), enc.stat().st_size + dec.stat().st_size
-                    else:
-                        runner, size, note = build_w8a8_tflite(fp32_path, qstate[0], qstate[1], root / "tflite-w8a8",
-                                                               threads)
-                else:
-                    p = plan if precision == "mixed" else None
-                    res = build_package(model, info, target, precision, root, verify=False, progress=say,
-                                        plan=p, extra_files=extra if precision == "mixed" else None)
-                    runner = PackageRunner(res.path, threads)
-                    size, note = dir_size(res.path), {"plan": runner.manifest["precision_plan"].get("name")}
-                    if precision == "fp32":
-                        fp32_path = res.path
+                try:
+                    runner, size, note, path = build(target, precision, fp32_path)
+                except Exception as exc:  # noqa: BLE001 - one failing export must not lose the other rows
+                    msg = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                    rows.append({"target": target, "precision": precision, "failed": msg})
+                    say(f"{target} {precision} FAILED: {msg}")
+                    continue
+                if precision == "fp32":
+                    fp32_path = path
                 build_s = time.perf_counter() - t0
                 emulated = target == "coreml"
                 m = measure(runner, model, spec, held, threads, repeats, latency=not emulated)
@@ -310,7 +361,7 @@ W8A8_UNAVAILABLE = {
 
 def goal_check(rows: list[dict]) -> dict:
     """The issue's target for mixed on LiteRT: size <= 30% of fp32, >= 2x faster, IoU drop <= 0.01."""
-    r = next((r for r in rows if r["target"] == "tflite" and r["precision"] == "mixed" and "skipped" not in r), None)
+    r = next((r for r in rows if r["target"] == "tflite" and r["precision"] == "mixed" and "package_bytes" in r), None)
     if r is None:
         return {"evaluated": False}
     drop = 1.0 - r["mask_iou_vs_fp32"]
@@ -322,8 +373,9 @@ def goal_check(rows: list[dict]) -> dict:
 
 
 def _fmt(r: dict) -> str:
-    if "skipped" in r:
-        return f"{r['target']:7s} {r['precision']:6s} skipped: {r['skipped']}"
+    if "skipped" in r or "failed" in r:
+        return f"{r['target']:7s} {r['precision']:6s} " + (f"skipped: {r['skipped']}" if "skipped" in r
+                                                          else f"FAILED: {r['failed']}")
     lat = f"{r['encoder_latency_s'] * 1000:8.1f}" if r["encoder_latency_s"] else "       -"
     sp = f"{r['speedup_vs_fp32']:5.2f}x" if r["speedup_vs_fp32"] else "     -"
     return (f"{r['target']:7s} {r['precision']:6s} {r['package_bytes'] / 1e6:8.2f} {r['size_ratio_vs_fp32']:6.2f} "
@@ -356,7 +408,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--checkpoint", default=None)
     ap.add_argument("--untrained", action="store_true", help="ignore shipped weights")
     ap.add_argument("--mixed-plan", choices=("auto", "measured", "fixed"), default="auto")
-    ap.add_argument("--packages", default=None, help="keep packages here (default: temporary)")
+    ap.add_argument("--packages", default=None, help="keep packages here (default: temporary); packages found "
+                    "there are reused")
     ap.add_argument("--out", default=None, help="JSON path (default bench/results/ptq.json)")
     a = ap.parse_args(argv)
     split = lambda s: tuple(x.strip() for x in s.split(",") if x.strip())  # noqa: E731

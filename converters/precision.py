@@ -132,7 +132,8 @@ _APPLIED: dict[str, dict[str, str]] = {
                            "QDQ graph with the recipe's scales (measured by bench/ptq.py as w8a8)",
     },
     "tflite": {
-        "weights": "int8 per-channel (ai-edge-quantizer dynamic int8), kept-float layers float32",
+        "weights": "int8 per-channel (ai-edge-quantizer dynamic int8); kept layers float16 weights where the "
+                   "rule says fp16 (measured plans), else float32",
         "activations": "dynamic-range int8 at run time for FULLY_CONNECTED/CONV_2D; BATCH_MATMUL (attention "
                        "products) float32: its int8 form fails to prepare in LiteRT 2.3; everything else float32",
         "searched_scales": "not used by the package (weight-only int8). LiteRT can take the recipe's activation "
