@@ -209,3 +209,15 @@ def test_frozen_batchnorm_keeps_running_stats_while_the_rest_trains():
     assert all(bn.training for bn in bns)
     model.image_encoder(torch.randn(1, 3, 64, 64) * 5 + 3)
     assert not torch.equal(bns[0].running_mean, before)
+
+
+def test_fixed_encoder_is_frozen_and_left_out_of_adam():
+    from tinysam import build_sam
+    from tinysam.distill.trainer import param_groups
+
+    model = build_sam("tinysam", image_size=64, seed=0)
+    groups = param_groups(model, TrainConfig(data="d", out="o", decoder_lr=1e-3, train_encoder=False))
+    assert len(groups) == 1 and groups[0]["lr"] == 1e-3
+    assert not any(p.requires_grad for p in model.image_encoder.parameters())
+    assert len(groups[0]["params"]) == len(list(model.prompt_encoder.parameters())) + len(
+        list(model.mask_decoder.parameters()))

@@ -38,6 +38,10 @@ class TrainConfig:
     # learning rate of the prompt encoder + mask decoder (None: ``lr``). A randomly initialized decoder
     # needs ~1e-3 to leave the "all background" plateau within a few hundred steps (see tests).
     decoder_lr: float | None = None
+    # False: the image encoder stays fixed (no gradient, not in the optimizer). A randomly initialized
+    # SAM decoder sits on an "all background" plateau for a few hundred steps; leaving it on a fixed
+    # encoder first is much cheaper than with the encoder's backward pass (see bench/distill_story.py).
+    train_encoder: bool = True
     weight_decay: float = 0.0
     seed: int = 0
     # hard prompt sampling
@@ -71,10 +75,11 @@ class TrainConfig:
     cache_dtype: str = "float16"
     progress: bool = True
     deterministic: bool = True  # torch.use_deterministic_algorithms during training
-    # BatchNorm layers (TinyViT's convolutions) use their running statistics and do not update them:
-    # with one image per forward, batch statistics are per-image and the trained model would behave
-    # differently in eval mode.
-    freeze_batchnorm: bool = True
+    # True: BatchNorm layers (TinyViT's convolutions) use their running statistics and do not update
+    # them. With one image per forward, training-mode statistics are per-image, which helps a model
+    # learn from scratch but differs from eval mode; a last phase with frozen BatchNorm tunes the
+    # model to the statistics it will use (bench/distill_story.py does both).
+    freeze_batchnorm: bool = False
 
     def validate(self) -> TrainConfig:
         """Raise ValueError naming the first bad field; return self."""

@@ -103,11 +103,17 @@ def build_cache(cfg: TrainConfig, teacher: nn.Module, records: list[Record], ran
 
 
 def param_groups(student: nn.Module, cfg: TrainConfig) -> list[dict]:
-    """Adam groups: the image encoder at ``lr``, prompt encoder + mask decoder at ``decoder_lr``."""
+    """Adam groups: the image encoder at ``lr`` (left out and frozen unless ``train_encoder``), prompt
+    encoder + mask decoder at ``decoder_lr``."""
     encoder = list(student.image_encoder.parameters())
     ids = {id(p) for p in encoder}
     rest = [p for p in student.parameters() if id(p) not in ids]
-    return [{"params": encoder, "lr": cfg.lr}, {"params": rest, "lr": cfg.decoder_lr or cfg.lr}]
+    rest_group = {"params": rest, "lr": cfg.decoder_lr or cfg.lr}
+    if not cfg.train_encoder:
+        for p in encoder:
+            p.requires_grad_(False)
+        return [rest_group]
+    return [{"params": encoder, "lr": cfg.lr}, rest_group]
 
 
 def _all_reduce_grads(params: list[nn.Parameter], world: int) -> None:
