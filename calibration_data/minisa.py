@@ -20,14 +20,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from calibration_data.atomic_dir import replaced_atomically
 from calibration_data.sa1b import encode_mask
 from calibration_data.shapes import SHAPES, gradient_fill, random_fill, texture_fill
 
@@ -157,20 +156,13 @@ def generate_minisa(out_dir: str | Path, n_images: int, image_size: int | tuple[
         raise ValueError(f"mini-SA split already exists: {final} (pass overwrite=True to replace it)")
     root.mkdir(parents=True, exist_ok=True)
     photos = _texture_photos()
-    tmp = Path(tempfile.mkdtemp(prefix=f".{split}.tmp-", dir=root))
-    try:
+    with replaced_atomically(final) as tmp:
         n_ann = 0
         for k in tqdm(range(n_images), desc=f"mini-SA {split}", disable=not progress, unit="img"):
             rng = np.random.default_rng([seed, k, 0x5A])
             n_obj = int(rng.integers(min_objects, max_objects + 1))
             image, masks = render_scene(rng, hw, n_obj, photos, noise_std, blur_sigma)
             n_ann += _write_image(tmp, k, image, masks)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     _update_manifest(root, split, {"seed": seed, "n_images": n_images, "n_annotations": n_ann,
                                    "height": hw[0], "width": hw[1], "min_objects": min_objects,
                                    "max_objects": max_objects, "noise_std": noise_std, "blur_sigma": blur_sigma,
