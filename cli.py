@@ -448,6 +448,10 @@ def eval_points_cmd(images, annotations, model_name, checkpoint, image_size, pac
 @click.option("--checkpoint-every", type=int, default=100, show_default=True)
 @click.option("--no-hard-prompts", is_flag=True, help="Disable hard prompt sampling (one click or a box).")
 @click.option("--no-hard-mask-weighting", is_flag=True, help="Disable hard mask weighting of the output loss.")
+@click.option("--focal-weight", type=float, default=20.0, show_default=True,
+              help="Focal:dice weight of the ground-truth mask loss (SAM: 20; 1 learns faster from scratch).")
+@click.option("--freeze-batchnorm", is_flag=True, help="BatchNorm uses and keeps its running statistics.")
+@click.option("--fixed-encoder", is_flag=True, help="Train the prompt encoder and mask decoder only.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out exactly where it stopped.")
 def distill_cmd(**kw) -> None:
     """Train a student: TinySAM distillation, SAMI pretraining or GT training (torchrun for several processes)."""
@@ -455,7 +459,8 @@ def distill_cmd(**kw) -> None:
 
     resume = kw.pop("resume")
     cfg = TrainConfig(
-        hard_prompts=not kw.pop("no_hard_prompts"), hard_mask_weighting=not kw.pop("no_hard_mask_weighting"), **kw
+        hard_prompts=not kw.pop("no_hard_prompts"), hard_mask_weighting=not kw.pop("no_hard_mask_weighting"),
+        train_encoder=not kw.pop("fixed_encoder"), **kw
     )
     try:
         last = train(cfg.validate(), resume=resume)
