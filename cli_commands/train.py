@@ -1,0 +1,105 @@
+"""Data and training commands: minisa (synthetic data), distill (train a student), quantize (PTQ)."""
+
+from __future__ import annotations
+
+import click
+
+from cli_commands.errors import UserError
+
+
+@click.command("minisa")
+@click.option("--out", "out_dir", required=True, help="Data set root; images go to OUT/<split>/.")
+@click.option("--images", type=click.IntRange(1), default=100, show_default=True, help="Number of images.")
+@click.option("--size", type=click.IntRange(16, 4096), default=256, show_default=True, help="Image side (pixels).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed (same seed, same data).")
+@click.option("--split", type=click.Choice(["train", "val", "test"]), default="train", show_default=True)
+@click.option("--overwrite", is_flag=True, help="Replace an existing split.")
+@click.option("--noise", type=click.FloatRange(0, 50), default=2.0, show_default=True, help="Gaussian noise std (0-255 scale).")
+@click.option("--blur", type=click.FloatRange(0, 5), default=0.0, show_default=True, help="Gaussian blur sigma (pixels).")
+def minisa_cmd(out_dir: str, images: int, size: int, seed: int, split: str, overwrite: bool, noise: float,
+               blur: float) -> None:
+    """Generate a mini-SA data set: synthetic SA-1B-format scenes with exact masks."""
+    from calibration_data.minisa import generate_minisa
+
+    try:
+        path = generate_minisa(out_dir, images, image_size=size, seed=seed, split=split, overwrite=overwrite,
+                               noise_std=noise, blur_sigma=blur)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    click.echo(f"wrote {images} images to {path}")
+
+
+@click.command("distill")
+@click.option("--teacher", default="sam_vit_h", show_default=True, help="Teacher model name.")
+@click.option("--teacher-checkpoint", default=None, help="Teacher weights (needed for --stage kd/sami).")
+@click.option("--student", default="tinysam", show_default=True, help="Student model name.")
+@click.option("--student-checkpoint", default=None, help="Initial student weights (e.g. after --stage sami).")
+@click.option("--data", required=True, help="SA-1B-format directory (image + JSON with RLE masks).")
+@click.option("--out", required=True, help="Run directory (config, metrics.jsonl, last.pt, student.pt).")
+@click.option("--steps", type=int, default=1000, show_default=True)
+@click.option("--image-size", type=int, default=None, help="Input size for teacher and student (default native).")
+@click.option("--stage", type=click.Choice(["kd", "gt", "sami"]), default="kd", show_default=True,
+              help="kd: TinySAM distillation; gt: ground-truth losses only; sami: masked image pretraining.")
+@click.option("--prompts-per-image", type=int, default=64, show_default=True)
+@click.option("--images-per-step", type=int, default=1, show_default=True, help="Per process.")
+@click.option("--lr", type=float, default=1e-4, show_default=True)
+@click.option("--decoder-lr", type=float, default=None, help="Prompt encoder + mask decoder learning rate (default --lr).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--data-fraction", type=float, default=1.0, show_default=True)
+@click.option("--checkpoint-every", type=int, default=100, show_default=True)
+@click.option("--no-hard-prompts", is_flag=True, help="Disable hard prompt sampling (one click or a box).")
+@click.option("--no-hard-mask-weighting", is_flag=True, help="Disable hard mask weighting of the output loss.")
+@click.option("--focal-weight", type=float, default=20.0, show_default=True,
+              help="Focal:dice weight of the ground-truth mask loss (SAM: 20; 1 learns faster from scratch).")
+@click.option("--freeze-batchnorm", is_flag=True, help="BatchNorm uses and keeps its running statistics.")
+@click.option("--fixed-encoder", is_flag=True, help="Train the prompt encoder and mask decoder only.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out exactly where it stopped.")
+def distill_cmd(**kw) -> None:
+    """Train a student: TinySAM distillation, SAMI pretraining or GT training (torchrun for several processes)."""
+    from tinysam.distill import TrainConfig, train
+
+    resume = kw.pop("resume")
+    cfg = TrainConfig(
+        hard_prompts=not kw.pop("no_hard_prompts"), hard_mask_weighting=not kw.pop("no_hard_mask_weighting"),
+        train_encoder=not kw.pop("fixed_encoder"), **kw
+    )
+    try:
+        last = train(cfg.validate(), resume=resume)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    click.echo(f"done: {last}")
+
+
+@click.command("quantize")
+@click.option("--model", "model_name", default="tinysam", show_default=True, help="Model name.")
+@click.option("--checkpoint", default=None, help="Float weights (random seeded weights if omitted).")
+@click.option("--image-size", type=int, default=None, help="Input size (default: the model's native size).")
+@click.option("--bits", default="w8a8", show_default=True, help="Weight/activation bits, e.g. w8a8, w6a6, w4a4.")
+@click.option("--calibration", default=None, help="Directory of calibration images (default: bundled photos).")
+@click.option("--images", type=int, default=8, show_default=True, help="Calibration images.")
+@click.option("--held-out", type=int, default=2, show_default=True, help="Extra images for the IoU report.")
+@click.option("--candidates", type=int, default=100, show_default=True, help="Scale candidates per operand.")
+@click.option("--rounds", type=int, default=3, show_default=True, help="Alternating search rounds.")
+@click.option("--method", type=click.Choice(["hessian", "max"]), default="hessian", show_default=True)
+@click.option("--mixed", is_flag=True, help="Also measure sensitivities and write a mixed precision plan.")
+@click.option("--max-iou-drop", type=float, default=None, help="Mixed plan budget (default 0.01).")
+@click.option("--max-size-mb", type=float, default=None, help="Mixed plan budget by weight size instead.")
+@click.option("--out", required=True, help="Output directory (quantized model, report.json, plan).")
+def quantize_cmd(model_name: str, checkpoint: str | None, image_size: int | None, bits: str,
+                 calibration: str | None, images: int, held_out: int, candidates: int, rounds: int,
+                 method: str, mixed: bool, max_iou_drop: float | None, max_size_mb: float | None, out: str) -> None:
+    """Post-training quantization (Q-TinySAM recipe): scale search, quantized model and report."""
+    from tinysam.quant.pipeline import quantize
+    from tinysam.quant.search import SearchConfig
+
+    if max_iou_drop is None and max_size_mb is None:
+        max_iou_drop = 0.01
+    try:
+        cfg = SearchConfig(n_candidates=candidates, rounds=rounds, method=method).validate()
+        res = quantize(model_name, out, checkpoint, image_size, bits, calibration, images, held_out, cfg,
+                       mixed, max_iou_drop, max_size_mb)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    rep = res["report"]
+    click.echo(f"{model_name} {bits}: mask IoU vs float {rep['mask_iou']:.4f} on {rep['held_out_images']} "
+               f"held-out images; {rep['quantized_layers']} layers quantized -> {out}")
