@@ -180,7 +180,8 @@ def render_markdown(res: dict, title: str, image_prefix: str) -> str:
     parts += ["## Targets", "", targets_md(res["targets"]), ""]
     if res.get("peak"):
         p = res["peak"]
-        parts += ["## Measured fp32 peak", "", f"{p['n']}x{p['n']} float32 matmul, {p['threads']} threads: "
+        parts += ["## Measured fp32 peak", "", f"fastest float32 matmul over sizes and BLAS engines ({p['engine']}, {p['n']}x{p['n']}), "
+                  f"{p['threads']} threads: "
                   f"best {p['gflops_best']:.1f} GFLOP/s, median {p['gflops_median']:.1f} GFLOP/s. Encoder MACs "
                   f"(torch FlopCounter, matmul + conv): {res['latency']['encoder_macs'] / 1e9:.2f} G."
                   if res.get("latency") and res["latency"].get("encoder_macs") else

@@ -40,7 +40,7 @@ class BenchConfig:
     precisions: tuple[str, ...] = ALL_PRECISIONS
     suites: tuple[str, ...] = DEFAULT_SUITES
     accuracy_images: int = 8
-    peak_n: int = 2048
+    peak_sizes: tuple[int, ...] = (1024, 2048, 3072)
     verify: bool = True
     quick: bool = False
     out_dir: str = str(ROOT / "bench" / "results")
@@ -53,7 +53,7 @@ class BenchConfig:
     def quick_config(cls, **kw) -> BenchConfig:  # noqa: ANN003
         """Small, fast settings for development (not the target configuration)."""
         base = dict(image_size=256, warmup=1, repeats=3, precisions=("fp32", "mixed"), accuracy_images=3,
-                    peak_n=1024, quick=True)
+                    peak_sizes=(1024,), quick=True)
         return cls(**{**base, **kw})
 
     def validate(self) -> BenchConfig:
@@ -185,7 +185,7 @@ def run_bench(cfg: BenchConfig, progress=None) -> dict:  # noqa: ANN001
             from bench.peak import measure_matmul_peak
 
             say("peak: fp32 matmul")
-            res["peak"] = measure_matmul_peak(cfg.peak_n, cfg.threads)
+            res["peak"] = measure_matmul_peak(cfg.peak_sizes, cfg.threads)
             tick("peak")
         if "latency" in cfg.suites:
             from bench.latency import run_latency

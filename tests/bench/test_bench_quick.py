@@ -18,7 +18,7 @@ def quick_run(tmp_path_factory):
     """One real run: TinySAM at 64, ONNX fp32, 2 repeats (conversion in a subprocess)."""
     root = tmp_path_factory.mktemp("bench")
     cfg = BenchConfig.quick_config(image_size=64, targets=("onnx",), precisions=("fp32",), repeats=2, warmup=1,
-                                   accuracy_images=1, peak_n=256, verify=False, suites=SUITE_FILES, threads=1,
+                                   accuracy_images=1, peak_sizes=(256,), verify=False, suites=SUITE_FILES, threads=1,
                                    shipped_weights=False,
                                    out_dir=str(root / "results"), benchmarks_md=str(root / "BENCHMARKS.md"),
                                    packages_dir=str(root / "packages"))
@@ -89,8 +89,9 @@ def test_reports_targets_machine_and_plots(quick_run):
 
 
 def test_peak_and_ratio_helpers():
-    p = measure_matmul_peak(n=128, threads=1, repeats=2, warmup=0)
+    p = measure_matmul_peak(sizes=(128, 192), threads=1, repeats=2, warmup=0)
     assert p["gflops_best"] >= p["gflops_median"] > 0
+    assert len(p["runs"]) == 4 and p["gflops_best"] == max(r["gflops_best"] for r in p["runs"])
     assert peak_share(10**9, 0.5, 4.0) == pytest.approx(1.0)
     with pytest.raises(ValueError):
         peak_share(1, 0.0, 1.0)
