@@ -52,6 +52,8 @@ def minisa_cmd(out_dir: str, images: int, size: int, seed: int, split: str, over
 @click.option("--focal-weight", type=float, default=20.0, show_default=True,
               help="Focal:dice weight of the ground-truth mask loss (SAM: 20; 1 learns faster from scratch).")
 @click.option("--freeze-batchnorm", is_flag=True, help="BatchNorm uses and keeps its running statistics.")
+@click.option("--bn-calibration-images", type=int, default=0, show_default=True,
+              help="With --freeze-batchnorm: first set those statistics from this many training images.")
 @click.option("--min-mask-pixels", type=int, default=4, show_default=True,
               help="Skip masks smaller than this many pixels of the low-res (S/4) mask frame.")
 @click.option("--fixed-encoder", is_flag=True, help="Train the prompt encoder and mask decoder only.")

@@ -221,3 +221,19 @@ def test_fixed_encoder_is_frozen_and_left_out_of_adam():
     assert not any(p.requires_grad for p in model.image_encoder.parameters())
     assert len(groups[0]["params"]) == len(list(model.prompt_encoder.parameters())) + len(
         list(model.mask_decoder.parameters()))
+
+
+def test_batchnorm_calibration_averages_per_image_statistics_then_freezes():
+    from tinysam import build_sam
+    from tinysam.distill.trainer import calibrate_batchnorm, set_train_mode
+
+    model = set_train_mode(build_sam("tinysam", image_size=64, seed=0), freeze_batchnorm=True)
+    first = next(m for m in model.image_encoder.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    seen = []
+    hook = first.register_forward_pre_hook(lambda mod, args: seen.append(args[0].mean(dim=(0, 2, 3))))
+    images = [torch.randn(1, 3, 64, 64) * (1 + i) + i for i in range(3)]
+    assert calibrate_batchnorm(model, iter(images)) == 3
+    hook.remove()
+    torch.testing.assert_close(first.running_mean, torch.stack(seen).mean(0), rtol=1e-5, atol=1e-6)
+    assert int(first.num_batches_tracked) == 3 and first.momentum == 0.1
+    assert not first.training and model.training

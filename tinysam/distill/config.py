@@ -80,6 +80,9 @@ class TrainConfig:
     # learn from scratch but differs from eval mode; a last phase with frozen BatchNorm tunes the
     # model to the statistics it will use (bench/distill_story.py does both).
     freeze_batchnorm: bool = False
+    # With freeze_batchnorm: before step 0, set the BatchNorm running statistics to their average over
+    # this many training images (a fresh model's 0/1 statistics make its features nearly useless).
+    bn_calibration_images: int = 0
 
     def validate(self) -> TrainConfig:
         """Raise ValueError naming the first bad field; return self."""

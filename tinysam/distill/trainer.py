@@ -78,6 +78,27 @@ def build_models(cfg: TrainConfig) -> tuple[nn.Module, nn.Module | None]:
     return set_train_mode(student, cfg.freeze_batchnorm), teacher
 
 
+def calibrate_batchnorm(model: nn.Module, images) -> int:
+    """Set every BatchNorm layer's running statistics of ``model.image_encoder`` to their plain average
+    over ``images`` (preprocessed [1, 3, S, S] tensors), then leave those layers frozen (eval mode).
+    Returns the number of images used."""
+    bns = [m for m in model.image_encoder.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [bn.momentum for bn in bns]
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative average
+        bn.train()
+    n = 0
+    with torch.no_grad():
+        for x in images:
+            model.image_encoder(x)
+            n += 1
+    for bn, momentum in zip(bns, momenta):
+        bn.momentum = momentum
+        bn.eval()
+    return n
+
+
 def set_train_mode(model: nn.Module, freeze_batchnorm: bool) -> nn.Module:
     """``model.train()``, with every BatchNorm layer kept in eval mode if ``freeze_batchnorm``."""
     model.train()
@@ -205,6 +226,9 @@ def _train(cfg: TrainConfig, resume: bool, rank: int, world: int) -> dict:
     torch.manual_seed(cfg.seed)
     student, teacher = build_models(cfg)
     records = list_records(cfg.data, cfg.data_fraction, cfg.seed)
+    if cfg.freeze_batchnorm and cfg.bn_calibration_images > 0 and not resume:
+        picks = [records[stream_index(i, len(records), cfg.seed + 1)] for i in range(cfg.bn_calibration_images)]
+        calibrate_batchnorm(student, (student.preprocess(load_image_tensor(r, student.config)[0]) for r in picks))
     cache = build_cache(cfg, teacher, records, rank, world) if teacher is not None else None
     extra = None
     if cfg.stage == "sami":
