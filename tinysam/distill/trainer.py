@@ -78,11 +78,15 @@ def build_models(cfg: TrainConfig) -> tuple[nn.Module, nn.Module | None]:
     return set_train_mode(student, cfg.freeze_batchnorm), teacher
 
 
+def _batchnorms(module: nn.Module) -> list[nn.Module]:
+    return [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
 def calibrate_batchnorm(model: nn.Module, images) -> int:
     """Set every BatchNorm layer's running statistics of ``model.image_encoder`` to their plain average
     over ``images`` (preprocessed [1, 3, S, S] tensors), then leave those layers frozen (eval mode).
     Returns the number of images used."""
-    bns = [m for m in model.image_encoder.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    bns = _batchnorms(model.image_encoder)
     momenta = [bn.momentum for bn in bns]
     for bn in bns:
         bn.reset_running_stats()
@@ -103,9 +107,8 @@ def set_train_mode(model: nn.Module, freeze_batchnorm: bool) -> nn.Module:
     """``model.train()``, with every BatchNorm layer kept in eval mode if ``freeze_batchnorm``."""
     model.train()
     if freeze_batchnorm:
-        for mod in model.modules():
-            if isinstance(mod, nn.modules.batchnorm._BatchNorm):
-                mod.eval()
+        for bn in _batchnorms(model):
+            bn.eval()
     return model
 
 
