@@ -10,30 +10,14 @@ about a phone.
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from bench.peak import median
+from bench.timing import time_fn
 
 DECODER_ROLES = ("image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input")
 BACKEND_LABEL = {"onnx": "onnxruntime", "tflite": "litert", "coreml": "coreml-emulator"}
-
-
-def time_fn(fn: Callable[[], object], warmup: int, repeats: int) -> dict:
-    """Warm up, then time `repeats` calls; median, min and every time in seconds."""
-    if repeats < 1 or warmup < 0:
-        raise ValueError(f"repeats must be >= 1 and warmup >= 0, got {repeats} and {warmup}")
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return {"median_s": median(times), "min_s": min(times), "times_s": times, "warmup": warmup, "repeats": repeats}
 
 
 def make_inputs(image_size: int, embed: int, slots: int = 8, seed: int = 0) -> dict:

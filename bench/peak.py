@@ -2,16 +2,7 @@
 
 from __future__ import annotations
 
-import time
-
-
-def median(values: list[float]) -> float:
-    """Median of a non-empty list."""
-    if not values:
-        raise ValueError("median of an empty list")
-    s = sorted(values)
-    mid = len(s) // 2
-    return s[mid] if len(s) % 2 else 0.5 * (s[mid - 1] + s[mid])
+from bench.timing import median, time_fn
 
 
 def _time_matmul(engine: str, n: int, threads: int, repeats: int, warmup: int) -> list[float]:
@@ -41,19 +32,12 @@ def _time_matmul(engine: str, n: int, threads: int, repeats: int, warmup: int) -
     else:
         raise ValueError(f"unknown matmul engine {engine!r}")
     try:
-        for _ in range(warmup):
-            run()
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            run()
-            times.append(time.perf_counter() - t0)
+        return time_fn(run, warmup, repeats)["times_s"]
     finally:
         if engine == "torch":
             torch.set_num_threads(old)
         else:
             limits.restore_original_limits()
-    return times
 
 
 def measure_matmul_peak(sizes: tuple[int, ...] = (1024, 2048, 3072), threads: int = 2, repeats: int = 5,

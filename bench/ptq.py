@@ -23,13 +23,14 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from statistics import median
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from bench.timing import median, time_fn  # noqa: E402 - after the path fix above
 
 TARGETS = ("onnx", "tflite", "coreml")
 PRECISIONS = ("fp32", "fp16", "int8", "w8a8", "mixed")
@@ -170,13 +171,7 @@ def build_w8a8_tflite(fp32_package: Path, q, cal: list, out: Path, threads: int)
 def measure(runner, model, spec, images: list, threads: int, repeats: int, latency: bool) -> dict:  # noqa: ANN001
     """Encoder latency (median of `repeats`) and low-res masks on every held-out image."""
     x0 = images[0].x.numpy()
-    runner.encode(x0)  # warm-up
-    times = []
-    if latency:
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            runner.encode(x0)
-            times.append(time.perf_counter() - t0)
+    times = time_fn(lambda: runner.encode(x0), 1, repeats)["times_s"] if latency and repeats else []
     masks = []
     for img in images:
         emb = runner.encode(img.x.numpy())
