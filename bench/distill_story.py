@@ -78,7 +78,6 @@ def main() -> dict:
         the running statistics it uses in eval mode. Returns the final checkpoint."""
         t = time.time()
         train(TrainConfig(out=str(work / name), steps=steps, freeze_batchnorm=False, **common, **kw))
-        kw = {k: v for k, v in kw.items() if k != "student_checkpoint"}
         train(TrainConfig(out=str(work / name / "bn"), steps=args.bn_steps, freeze_batchnorm=True,
                           student_checkpoint=str(work / name / "student.pt"), **common, **kw))
         timings[name] = time.time() - t
