@@ -38,8 +38,9 @@ def minisa_cmd(out_dir: str, images: int, size: int, seed: int, split: str, over
 @click.option("--out", required=True, help="Run directory (config, metrics.jsonl, last.pt, student.pt).")
 @click.option("--steps", type=int, default=1000, show_default=True)
 @click.option("--image-size", type=int, default=None, help="Input size for teacher and student (default native).")
-@click.option("--stage", type=click.Choice(["kd", "gt", "sami"]), default="kd", show_default=True,
-              help="kd: TinySAM distillation; gt: ground-truth losses only; sami: masked image pretraining.")
+@click.option("--stage", type=click.Choice(["kd", "gt", "sami", "warmup"]), default="kd", show_default=True,
+              help="kd: TinySAM distillation; gt: ground-truth losses only; sami: masked image pretraining; "
+                   "warmup: a fresh decoder learns to follow prompts on random shapes (encoder frozen).")
 @click.option("--prompts-per-image", type=int, default=64, show_default=True)
 @click.option("--images-per-step", type=int, default=1, show_default=True, help="Per process.")
 @click.option("--lr", type=float, default=1e-4, show_default=True)

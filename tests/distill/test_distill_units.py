@@ -237,3 +237,17 @@ def test_batchnorm_calibration_averages_per_image_statistics_then_freezes():
     torch.testing.assert_close(first.running_mean, torch.stack(seen).mean(0), rtol=1e-5, atol=1e-6)
     assert int(first.num_batches_tracked) == 3 and first.momentum == 0.1
     assert not first.training and model.training
+
+
+def test_warmup_shapes_lie_in_the_image_area_and_mix_rectangles_and_ellipses():
+    from tinysam.distill.shapes_warmup import random_shapes
+
+    shapes = random_shapes(40, (48, 64), 64, np.random.default_rng(0))
+    assert shapes.shape == (40, 64, 64) and shapes.dtype == torch.bool
+    assert not shapes[:, 48:].any()  # padding rows stay empty
+    areas = shapes.flatten(1).sum(1).float()
+    assert (areas >= 36).all()  # sides >= 64 / 8
+    fill = areas / torch.stack([(s.any(1).sum() * s.any(0).sum()).float() for s in shapes])
+    assert (fill > 0.97).any() and ((fill > 0.6) & (fill < 0.85)).any()  # rectangles and ellipses (pi/4)
+    again = random_shapes(40, (48, 64), 64, np.random.default_rng(0))
+    assert torch.equal(shapes, again)

@@ -6,7 +6,7 @@ import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-STAGES = ("kd", "gt", "sami")
+STAGES = ("kd", "gt", "sami", "warmup")
 
 
 @dataclass
@@ -16,7 +16,9 @@ class TrainConfig:
     Stages: ``kd`` = TinySAM full-stage distillation (embedding + token + output losses, plus the
     ground-truth mask and IoU losses); ``gt`` = ground-truth losses only, no teacher (used to train a
     small teacher from scratch); ``sami`` = EfficientSAM's masked image pretraining of the student
-    image encoder against the teacher embedding.
+    image encoder against the teacher embedding; ``warmup`` = ground-truth losses on random rectangles
+    and ellipses instead of the data's masks, image encoder frozen (teaches a fresh decoder to follow
+    the prompt, see ``shapes_warmup``).
     """
 
     data: str = ""

@@ -28,6 +28,7 @@ from .config import TrainConfig
 from .data import Record, Sample, list_records, load_image_tensor, load_sample, step_positions, stream_index
 from .kd_step import image_step
 from .sami import SamiDecoder, sami_step
+from .shapes_warmup import random_shapes
 from .teacher_cache import TeacherCache, file_sha256
 
 CHECKPOINT = "last.pt"
@@ -127,13 +128,13 @@ def build_cache(cfg: TrainConfig, teacher: nn.Module, records: list[Record], ran
 
 
 def param_groups(student: nn.Module, cfg: TrainConfig) -> list[dict]:
-    """Adam groups: the image encoder at ``lr`` (left out and frozen unless ``train_encoder``), prompt
-    encoder + mask decoder at ``decoder_lr``."""
+    """Adam groups: the image encoder at ``lr`` (left out and frozen unless ``train_encoder``, and always
+    in the ``warmup`` stage), prompt encoder + mask decoder at ``decoder_lr``."""
     encoder = list(student.image_encoder.parameters())
     ids = {id(p) for p in encoder}
     rest = [p for p in student.parameters() if id(p) not in ids]
     rest_group = {"params": rest, "lr": cfg.decoder_lr or cfg.lr}
-    if not cfg.train_encoder:
+    if not cfg.train_encoder or cfg.stage == "warmup":
         for p in encoder:
             p.requires_grad_(False)
         return [rest_group]
@@ -197,6 +198,10 @@ def _load_sample(cfg: TrainConfig, rec: Record, student: nn.Module, rng: np.rand
     if cfg.stage == "sami":
         image, input_size = load_image_tensor(rec, student.config)
         return Sample(rec.image_id, image, tuple(input_size), (0, 0), torch.zeros(0, 1, 1, dtype=torch.bool), [])
+    if cfg.stage == "warmup":
+        image, input_size = load_image_tensor(rec, student.config)
+        gt = random_shapes(cfg.prompts_per_image, tuple(input_size), student.config.image_size, rng)
+        return Sample(rec.image_id, image, tuple(input_size), (0, 0), gt, [])
     return load_sample(rec, student.config, cfg.prompts_per_image, rng, cfg.min_mask_pixels)
 
 
