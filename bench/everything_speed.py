@@ -3,9 +3,9 @@
     .venv/bin/python bench/everything_speed.py [--image-size 512] [--repeats 3] [--student PATH | --no-student]
 
 Main case: one TinySAM (seeded, with the mask-decoder edit the runtime tests use so masks pass the
-filters) converted to an ONNX fp32 package, on a block image. Student case (when the trained default
-student `tinysam/weights/tinysam_minisa_256.safetensors` exists): the student at 256 on a mini-SA val
-image, where masks are local and many. For each case it measures dense runtime (32x32 grid, 1024
+filters) converted to an ONNX fp32 package, on a block image. Student case (when a trained default
+student ships in `tinysam/weights/`, or with `--student PATH --student-size S`): the student at its
+training size on a mini-SA val image, where masks are local and many. For each case it measures dense runtime (32x32 grid, 1024
 prompts), hierarchical reference (`tinysam` torch) and hierarchical runtime: prompts decoded,
 decoder calls and decoder seconds, median wall time of `--repeats` runs, mask count, agreement with
 the dense masks (mean best-match IoU) and with the hierarchical reference (both directions, min
@@ -33,7 +33,6 @@ sys.path.insert(0, str(ROOT / "tests" / "mobile_runtime"))
 PARAMS = dict(points_per_side=32, pred_iou_thresh=0.7, stability_score_thresh=0.7, stability_score_offset=1.0,
               box_nms_thresh=0.7)
 HIGH = 4.0
-STUDENT = ROOT / "tinysam" / "weights" / "tinysam_minisa_256.safetensors"
 STUDENT_PARAMS = dict(points_per_side=32, pred_iou_thresh=0.8, stability_score_thresh=0.9,
                       stability_score_offset=1.0, box_nms_thresh=0.7)
 STUDENT_HIGH = 8.5  # TinySAM's default coverage threshold
@@ -155,7 +154,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--image-size", type=int, default=512)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--student", type=Path, default=STUDENT, help="trained student checkpoint (run at 256)")
+    ap.add_argument("--student", type=Path, default=None, help="trained student (default: the shipped one)")
+    ap.add_argument("--student-size", type=int, default=None, help="its input size (default: the shipped one's)")
     ap.add_argument("--no-student", action="store_true", help="skip the student case")
     ap.add_argument("--no-main", action="store_true", help="skip the edited-TinySAM case (keep the old one)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "everything_speed.json")
@@ -174,12 +174,16 @@ def main(argv: list[str] | None = None) -> dict:
         out = run_case(model, info, _oracle().block_image(s * 3 // 4, s, seed=0), PARAMS, HIGH, args.repeats,
                        "tinysam (seeded, decoder edited as in tests/mobile_runtime/test_rt_vs_reference.py)")
     out["machine"] = machine
-    if not args.no_student and args.student.is_file():
-        model, info = load_model("tinysam", args.student, 256)
-        out["student_case"] = run_case(model, info, student_image(256), STUDENT_PARAMS, STUDENT_HIGH, args.repeats,
-                                       f"trained student {args.student.name} (mini-SA val image 0)")
+    from tinysam.defaults import resolve_default_weights
+
+    student, size, trained = resolve_default_weights("tinysam", args.student, args.student_size)
+    if not args.no_student and trained and student.is_file():
+        size = size or 256
+        model, info = load_model("tinysam", student, size)
+        out["student_case"] = run_case(model, info, student_image(size), STUDENT_PARAMS, STUDENT_HIGH, args.repeats,
+                                       f"trained student {student.name} at {size} (mini-SA val image 0)")
     elif not args.no_student:
-        out["student_case"] = {"skipped": f"no student checkpoint at {args.student}"}
+        out["student_case"] = {"skipped": f"no student checkpoint ({student or 'none shipped'})"}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2))
     return out

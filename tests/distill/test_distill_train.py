@@ -78,6 +78,45 @@ def test_smoke_gt_loss_falls_on_one_image(tmp_path, sa1b_train):
     assert rows[-1]["mask"] < 0.6 * rows[0]["mask"]
 
 
+def test_warmup_stage_trains_only_the_prompt_encoder_and_decoder(tmp_path, sa1b_train):
+    from tinysam import build_sam
+
+    train(_cfg(sa1b_train, tmp_path / "warm", "unused", stage="warmup", steps=2, teacher_checkpoint=None,
+               hard_prompts=False, decoder_lr=1e-3))
+    before = build_sam("tinysam", image_size=128, seed=0).state_dict()
+    after = torch.load(tmp_path / "warm" / "student.pt")
+    changed = {k.split(".")[0] for k in after if not torch.equal(after[k], before[k])}
+    assert changed == {"prompt_encoder", "mask_decoder"}, changed  # BatchNorm statistics included
+    assert _metrics(tmp_path / "warm")[0]["prompts"] == 2  # prompts_per_image random shapes per image
+
+
+@pytest.mark.slow
+def test_warmup_makes_a_fresh_decoder_follow_its_prompt(tmp_path, sa1b_train):
+    """After the warm-up, boxes of different shapes give different masks that fit the shapes."""
+    from tinysam import build_sam
+    from tinysam.distill.evaluate import iou
+    from tinysam.distill.prompts import boxes_from_masks
+    from tinysam.distill.shapes_warmup import random_shapes
+
+    train(_cfg(sa1b_train, tmp_path / "warm", "unused", stage="warmup", student="mobilesam", steps=300,
+               teacher_checkpoint=None, hard_prompts=False, decoder_lr=1e-3, prompts_per_image=16,
+               box_fraction=1.0, focal_weight=1.0))
+    shapes = random_shapes(8, (128, 128), 128, np.random.default_rng(7))
+
+    def fit_and_cross(model) -> tuple[float, float]:
+        model.eval()
+        with torch.no_grad():
+            emb = model.encode_image(model.preprocess(torch.full((1, 3, 128, 128), 128.0)))
+            low, _ = model.decode_prompts(emb, boxes_from_masks(shapes).view(-1, 2, 2), torch.tensor([[2.0, 3.0]] * 8))
+        pred = (model.postprocess_masks(low[:, :1], (128, 128), (128, 128))[:, 0] > 0).numpy()
+        fit = np.mean([iou(p, g) for p, g in zip(pred, shapes.numpy())])
+        return fit, np.mean([iou(pred[i], pred[j]) for i in range(8) for j in range(i + 1, 8)])
+
+    fit, cross = fit_and_cross(build_sam("mobilesam", tmp_path / "warm" / "student.pt", image_size=128))
+    fit0, _ = fit_and_cross(build_sam("mobilesam", image_size=128, seed=0))
+    assert fit > 0.4 and fit > fit0 + 0.2 and cross < 0.3, (fit, fit0, cross)
+
+
 @pytest.mark.slow
 def test_decoder_learns_boxes_on_fixed_embeddings():
     """The prompt path (frames, targets, losses, token choice) lets a random decoder learn: box IoU

@@ -205,6 +205,8 @@ def test_frozen_batchnorm_keeps_running_stats_while_the_rest_trains():
     before = bns[0].running_mean.clone()
     model.image_encoder(torch.randn(1, 3, 64, 64) * 5 + 3)
     assert torch.equal(bns[0].running_mean, before)
+    set_train_mode(model, freeze_batchnorm=False, fixed_encoder=True)
+    assert not model.image_encoder.training and not any(bn.training for bn in bns) and model.mask_decoder.training
     set_train_mode(model, freeze_batchnorm=False)
     assert all(bn.training for bn in bns)
     model.image_encoder(torch.randn(1, 3, 64, 64) * 5 + 3)

@@ -76,7 +76,8 @@ def build_models(cfg: TrainConfig) -> tuple[nn.Module, nn.Module | None]:
         if cfg.init_decoder_from_teacher and cfg.student_checkpoint is None and cfg.stage == "kd":
             student.prompt_encoder.load_state_dict(teacher.prompt_encoder.state_dict())
             student.mask_decoder.load_state_dict(teacher.mask_decoder.state_dict())
-    return set_train_mode(student, cfg.freeze_batchnorm), teacher
+    fixed_encoder = not cfg.train_encoder or cfg.stage == "warmup"
+    return set_train_mode(student, cfg.freeze_batchnorm, fixed_encoder), teacher
 
 
 def _batchnorms(module: nn.Module) -> list[nn.Module]:
@@ -104,9 +105,12 @@ def calibrate_batchnorm(model: nn.Module, images) -> int:
     return n
 
 
-def set_train_mode(model: nn.Module, freeze_batchnorm: bool) -> nn.Module:
-    """``model.train()``, with every BatchNorm layer kept in eval mode if ``freeze_batchnorm``."""
+def set_train_mode(model: nn.Module, freeze_batchnorm: bool, fixed_encoder: bool = False) -> nn.Module:
+    """``model.train()``, with every BatchNorm layer kept in eval mode if ``freeze_batchnorm``, and the
+    whole image encoder (its BatchNorm statistics included) if ``fixed_encoder``."""
     model.train()
+    if fixed_encoder:
+        model.image_encoder.eval()
     if freeze_batchnorm:
         for bn in _batchnorms(model):
             bn.eval()
