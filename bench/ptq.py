@@ -2,9 +2,8 @@
 
     python bench/ptq.py [--image-size 1024] [--targets onnx,tflite,coreml] [--threads 2]
 
-For each target (onnx, tflite, coreml) and precision (fp32, fp16, int8 weights, mixed, and w8a8
-where the format takes the recipe's scales: ONNX QDQ encoder + decoder; LiteRT static int8 encoder
-with the recipe's activation scales + fp32 decoder, see converters/tflite_w8a8.py) it measures
+For each target (onnx, tflite, coreml) and precision (fp32, fp16, int8 weights, mixed, and w8a8: the
+recipe's scales, built as `convert --precision w8a8` builds it, see converters/w8a8.py) it measures
 - package size (and the encoder file alone),
 - encoder latency: median of 3 runs, and its ratio to fp32 on the same runtime and thread count
   (CoreML runs only in the emulator here: size and IoU, no latency),
@@ -84,88 +83,6 @@ class PackageRunner:
         from converters.parity import _run
 
         return _run(self.decoder, self.dec_entry, {"image_embeddings": emb.astype(np.float32), **feeds})["low_res_masks"]
-
-
-class OnnxRunner:
-    """Plain ONNX encoder/decoder files (the W8A8 QDQ graphs), run with ONNX Runtime."""
-
-    def __init__(self, encoder: Path, decoder: Path, threads: int) -> None:
-        from mobile_runtime.backends import open_model
-
-        self.encoder, self.decoder = open_model(encoder, "onnx", threads), open_model(decoder, "onnx", threads)
-        self.encoder_bytes = encoder.stat().st_size
-
-    def encode(self, x: np.ndarray) -> np.ndarray:
-        """Image embedding."""
-        return self.encoder.run({"image": x})["image_embeddings"]
-
-    def decode(self, emb: np.ndarray, feeds: dict) -> np.ndarray:
-        """Low-res mask logits."""
-        return self.decoder.run({"image_embeddings": emb.astype(np.float32), **feeds})["low_res_masks"]
-
-
-def recipe_qmodel(model, calibration_images: int, say):  # noqa: ANN001
-    """The Q-TinySAM fake-quant model (W8A8, searched scales) on the first bundled photos."""
-    from converters.mixed_plan import SEARCH_CANDIDATES, SEARCH_ROUNDS
-    from tinysam.quant.calibrate import load_calibration_images, make_samples
-    from tinysam.quant.qmodel import quantize_model
-    from tinysam.quant.search import SearchConfig, calibrate_model
-
-    say("w8a8: scale search (Q-TinySAM recipe)")
-    q = quantize_model(model, "w8a8")
-    cal = make_samples(model, load_calibration_images(None, calibration_images))
-    calibrate_model(q, cal, SearchConfig(n_candidates=SEARCH_CANDIDATES, rounds=SEARCH_ROUNDS), progress=False)
-    return q, cal
-
-
-def build_w8a8_onnx(model, q, out: Path, say) -> tuple[Path, Path, dict]:  # noqa: ANN001
-    """ONNX W8A8 with the recipe's searched scales (tinysam.quant.onnx_qdq), encoder and K=16 decoder.
-
-    The fake-quant model is exported with quantization off (BatchNorm folded, float weights the
-    scales were searched for); QDQ nodes then carry our scales. Twin-uniform operands stay float.
-    """
-    from converters.onnx_export import export_onnx
-    from converters.precision import precision_plan
-    from converters.spec import ExportSpec
-    from tinysam.quant.export_format import describe
-    from tinysam.quant.onnx_qdq import apply_quant_scales_onnx
-    from tinysam.quant.qmodel import quant_layers, set_quant
-
-    twin = [n for n, m in quant_layers(q).items() if m.a_kind != "uniform"]
-    desc = describe(q)
-    for n in twin:
-        desc["layers"][n]["enabled"] = False  # no int8 form for two ranges: left float
-    set_quant(q, False)
-    try:
-        say("w8a8: exporting the BN-folded float graphs")
-        fp = out / "fp32"
-        fp.mkdir(parents=True, exist_ok=True)
-        export_onnx(q, ExportSpec(model.config, "onnx", "fp32"), fp, precision_plan("fp32"), out / "work")
-    finally:
-        set_quant(q, True)
-    enc, dec = out / "encoder_w8a8.onnx", out / f"decoder_k{K}_w8a8.onnx"
-    r_enc = apply_quant_scales_onnx(fp / "encoder.onnx", desc, enc)
-    r_dec = apply_quant_scales_onnx(fp / f"decoder_k{K}.onnx", desc, dec)
-    info = {"files": "encoder + K=16 decoder, QDQ with the recipe's scales (weights inline)",
-            "encoder_layers_qdq": len(r_enc["quantized"]), "decoder_layers_qdq": len(r_dec["quantized"]),
-            "qdq_skipped": r_enc["skipped"] + r_dec["skipped"], "twin_uniform_float": len(twin)}
-    return enc, dec, info
-
-
-def build_w8a8_tflite(fp32_package: Path, q, cal: list, out: Path, threads: int) -> tuple[PackageRunner, int, dict]:  # noqa: ANN001
-    """LiteRT: W8A8 encoder with the recipe's activation scales (converters.tflite_w8a8) + the fp32 decoder."""
-    from converters.tflite_w8a8 import quantize_tflite_w8a8
-    from mobile_runtime.backends import open_model
-
-    out.mkdir(parents=True, exist_ok=True)
-    enc = out / "encoder_w8a8.tflite"
-    info = quantize_tflite_w8a8(fp32_package / "encoder.tflite", enc, q, [{"args_0": s.image.numpy()} for s in cal])
-    runner = PackageRunner(fp32_package, threads)
-    runner.encoder = open_model(enc, "tflite", threads, "serving_default")
-    runner.encoder_bytes = enc.stat().st_size
-    size = enc.stat().st_size + (fp32_package / "decoder.tflite").stat().st_size
-    return runner, size, {"files": "encoder W8A8 (static int8 FC/CONV, recipe activation scales) + fp32 decoder",
-                          "encoder_layers_int8": info["layers"], "encoder_layers_float": len(info["float_layers"])}
 
 
 def measure(runner, model, spec, images: list, threads: int, repeats: int, latency: bool) -> dict:  # noqa: ANN001
@@ -256,69 +173,46 @@ def run_ptq(model_name: str = "tinysam", image_size: int = 1024, targets: tuple[
 
     def qmodel():  # noqa: ANN202
         if "q" not in state:
-            state["q"] = recipe_qmodel(model, 4, say)
+            from converters.w8a8 import recipe_qmodel
+
+            state["q"] = recipe_qmodel(model, progress=say)
         return state["q"]
 
-    def build(target: str, precision: str, fp32_path: Path | None):  # noqa: ANN202
-        """(runner, size in bytes, note, package path or None); packages under `root` are reused."""
-        if precision == "w8a8":
-            out_dir = root / f"{target}-w8a8"
-            note_file = out_dir / "note.json"
-            if target == "onnx":
-                enc, dec = out_dir / "encoder_w8a8.onnx", out_dir / f"decoder_k{K}_w8a8.onnx"
-                if not note_file.is_file():
-                    note_file.parent.mkdir(parents=True, exist_ok=True)
-                    _, _, note = build_w8a8_onnx(model, qmodel()[0], out_dir, say)
-                    note_file.write_text(json.dumps(note))
-                return (OnnxRunner(enc, dec, threads), enc.stat().st_size + dec.stat().st_size,
-                        json.loads(note_file.read_text()), None)
-            if not note_file.is_file():
-                q, cal = qmodel()
-                _, _, note = build_w8a8_tflite(fp32_path, q, cal, out_dir, threads)
-                note_file.write_text(json.dumps(note))
-            runner = PackageRunner(fp32_path, threads)
-            from mobile_runtime.backends import open_model
-
-            enc = out_dir / "encoder_w8a8.tflite"
-            runner.encoder = open_model(enc, "tflite", threads, "serving_default")
-            runner.encoder_bytes = enc.stat().st_size
-            size = enc.stat().st_size + (fp32_path / "decoder.tflite").stat().st_size
-            return runner, size, json.loads(note_file.read_text()), None
+    def build(target: str, precision: str):  # noqa: ANN202
+        """(runner, size in bytes, note); packages under `root` are reused."""
         path = root / ExportSpec(model.config, target, precision).package_name
         if not (path / "manifest.json").is_file():
             p, extra = mixed_plan_for_package() if precision == "mixed" else (None, None)
             path = build_package(model, info, target, precision, root, verify=False, progress=say,
-                                 plan=p, extra_files=extra).path
+                                 plan=p, extra_files=extra, qmodel=qmodel() if precision == "w8a8" else None).path
         runner = PackageRunner(path, threads)
         pp = runner.manifest["precision_plan"]
         if precision == "mixed" and "measured" in pp:
             plan_info.setdefault("measured", pp["measured"])
             plan_info.setdefault("seconds", pp.get("seconds"))
             plan_info.setdefault("float_groups", [r["module"] for r in pp["keep_float"] if r.get("scope") != "activations"])
-        return runner, dir_size(path), {"plan": pp.get("name")}, path
+        note = {"plan": pp.get("name")}
+        if precision == "w8a8":
+            note["layer_counts"] = pp.get("layer_counts")
+        return runner, dir_size(path), note
 
     rows: list[dict] = []
     try:
         for target in targets:
-            fp32_masks, base, fp32_path = None, None, None
+            fp32_masks, base = None, None
             for precision in ("fp32",) + tuple(p for p in precisions if p != "fp32"):
-                if precision == "w8a8" and target == "coreml":
-                    rows.append({"target": target, "precision": "w8a8", "skipped": W8A8_UNAVAILABLE[target]})
-                    continue
                 if precision != "fp32" and base is None:
                     rows.append({"target": target, "precision": precision, "skipped": "no fp32 baseline"})
                     continue
                 say(f"{target} {precision}")
                 t0 = time.perf_counter()
                 try:
-                    runner, size, note, path = build(target, precision, fp32_path)
+                    runner, size, note = build(target, precision)
                 except Exception as exc:  # noqa: BLE001 - one failing export must not lose the other rows
                     msg = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
                     rows.append({"target": target, "precision": precision, "failed": msg})
                     say(f"{target} {precision} FAILED: {msg}")
                     continue
-                if precision == "fp32":
-                    fp32_path = path
                 build_s = time.perf_counter() - t0
                 emulated = target == "coreml"
                 m = measure(runner, model, spec, held, threads, repeats, latency=not emulated)
@@ -346,12 +240,6 @@ def run_ptq(model_name: str = "tinysam", image_size: int = 1024, targets: tuple[
     out_path.write_text(json.dumps(result, indent=1, default=str))
     result["json"] = str(out_path)
     return result
-
-
-W8A8_UNAVAILABLE = {
-    "coreml": "not exported: coremltools 9.0 linear_quantize_activations takes no given scales and calibrates by "
-              "running the model, which needs macOS",
-}
 
 
 def goal_check(rows: list[dict]) -> dict:

@@ -18,10 +18,11 @@ def _human_size(n: int) -> str:
 @click.option("--checkpoint", default=None, help="Weights (default: shipped trained student, else a seeded UNTRAINED model).")
 @click.option("--image-size", type=int, default=None, help="Model input size (default: native).")
 @click.option("--target", default="all", show_default=True, help="coreml,tflite,onnx or all.")
-@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8", "mixed"]), default="fp32",
-              show_default=True)
-@click.option("--calibration", default=None, help="Image directory for the parity check and the measured mixed plan "
-              "(default: bundled photos).")
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8", "mixed", "w8a8"]), default="fp32",
+              show_default=True, help="int8/mixed: int8 weights, float activations; w8a8: the Q-TinySAM recipe "
+              "(int8 weights and static int8 activations with its searched scales).")
+@click.option("--calibration", default=None, help="Image directory for the parity check, the measured mixed plan "
+              "and the w8a8 scale search (default: bundled photos).")
 @click.option("--mixed-plan", type=click.Choice(["auto", "measured", "fixed"]), default="auto", show_default=True,
               help="--precision mixed: plan from measured per-group sensitivity, or the fixed built-in plan; "
               "auto measures up to 512 px input (or with a budget), else fixed.")
@@ -51,6 +52,8 @@ def convert_cmd(model_name, checkpoint, image_size, target, precision, calibrati
     for r in results:
         m = r.parity.get("metrics", {})
         gate = f", mask IoU {m['mask_iou_mean']:.4f}" if "mask_iou_mean" in m else " (parity not checked)"
+        if "fake_quant" in r.parity:
+            gate += f" (vs fake-quant {r.parity['fake_quant']['metrics']['mask_iou_mean']:.4f})"
         click.echo(f"{r.path}  {_human_size(r.size_bytes)}  {r.seconds:.1f} s{gate}")
         if r.zip_path:
             click.echo(f"{r.zip_path}")
@@ -125,7 +128,7 @@ def info_cmd(package: str | None, model_name: str | None, image_size: int | None
 @click.option("--image-size", type=int, default=None, help="Model input size (default: the weights' own).")
 @click.option("--image", "image_path", default=None, help="Photo to segment (default: a bundled photo).")
 @click.option("--target", default="all", show_default=True, help="coreml,tflite,onnx or all.")
-@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8", "mixed"]), default="fp32",
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8", "mixed", "w8a8"]), default="fp32",
               show_default=True)
 def demo_cmd(out, model_name, checkpoint, image_size, image_path, target, precision) -> None:  # noqa: ANN001
     """The main job end to end: convert, verify, then segment a photo with every package."""

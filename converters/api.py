@@ -7,11 +7,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from converters.package import MANIFEST, AtomicPackage, build_manifest, hash_tree, sha256_file
 from converters.precision import MIXED_PLANS, applied_precision, precision_plan, resolve_mixed_plan
 from converters.readme import render_readme
 from converters.spec import PRECISIONS, ExportSpec, check_choice, parse_targets
+
+if TYPE_CHECKING:
+    import torch
 
 
 class ParityError(RuntimeError):
@@ -67,32 +71,49 @@ def load_model(model_name: str, checkpoint: str | Path | None, image_size: int |
 def build_package(model, model_info: dict, target: str, precision: str, out_dir: Path, verify: bool = True,
                   zip_: bool = False, progress: Callable[[str], None] | None = None,
                   calibration: str | Path | None = None, plan: dict | None = None,
-                  extra_files: dict[str, bytes] | None = None) -> PackageResult:
+                  extra_files: dict[str, bytes] | None = None, qmodel: torch.nn.Module | None = None) -> PackageResult:
     """Export, check parity and atomically write one package; raises ParityError on a failed gate.
 
     Parity runs on 2 bundled photos, or on the first images of `calibration` when given.
     `plan` overrides the precision's built-in plan (a measured mixed plan); `extra_files`
     (name -> bytes, e.g. the sensitivity plot) are written into the package and hashed.
+    `precision="w8a8"`: `qmodel` is the recipe's calibrated fake-quant model (`converters.w8a8.recipe_qmodel`,
+    searched on `calibration` when not given); its scales go into the package (`w8a8_scales.json`) and
+    parity also gates against its fake-quant model of the package's int8 layers.
     """
     say = progress or (lambda msg: None)
     spec = ExportSpec(model.config, target, precision)
     plan = dict(plan) if plan is not None else precision_plan(precision)
     plan["applied"] = applied_precision(plan, target)
     start = time.perf_counter()
+    reference = None
+    if precision == "w8a8":
+        from converters.w8a8 import SCALES_FILE, recipe_qmodel, scales_json
+
+        qmodel = qmodel if qmodel is not None else recipe_qmodel(model, calibration, progress=say)
+        extra_files = {**(extra_files or {}), SCALES_FILE: scales_json(qmodel)}
     final = Path(out_dir) / spec.package_name
     with AtomicPackage(final, zip_=zip_) as pkg:
         for name, data in (extra_files or {}).items():
             if Path(name).name != name:
                 raise ValueError(f"extra package file {name!r} must be a plain file name")
             (pkg.dir / name).write_bytes(data)
-        models = _exporter(target)(model, spec, pkg.dir, plan, pkg.dir.parent / "work", progress=say)
+        if precision == "w8a8":
+            from converters.w8a8 import package_reference, w8a8_plan
+            from converters.w8a8_export import export_w8a8
+
+            models, layers = export_w8a8(qmodel, spec, pkg.dir, plan, pkg.dir.parent / "work", say, calibration)
+            plan = {**w8a8_plan(qmodel, layers, target), "applied": plan["applied"]}
+            reference = package_reference(qmodel, layers)
+        else:
+            models = _exporter(target)(model, spec, pkg.dir, plan, pkg.dir.parent / "work", progress=say)
         draft = build_manifest(spec, model_info, models, plan, {}, hash_tree(pkg.dir))
         parity: dict = {"skipped": True}
         if verify:
             say(f"{target}: checking parity with the reference")
             from converters.parity import check_parity
 
-            parity = check_parity(model, pkg.dir, draft, calibration)
+            parity = check_parity(model, pkg.dir, draft, calibration, fake_quant=reference)
             if not parity["passed"]:
                 raise ParityError(f"{spec.package_name} failed parity: " + "; ".join(parity["failures"]))
         (pkg.dir / "README.md").write_text(render_readme({**draft, "parity": parity}))
@@ -115,6 +136,10 @@ def convert(model_name: str, checkpoint: str | Path | None = None, targets: str 
 
     `calibration` (a directory of images): the parity check runs on its first (up to 4) images
     instead of the bundled photos. The int8/mixed packages quantize weights only.
+
+    `precision="w8a8"`: the Q-TinySAM recipe (int8 weights, static int8 activations) with scales
+    searched once on the first 4 images of `calibration` (or the bundled photos) and shared by every
+    target; see `converters.w8a8`.
 
     `precision="mixed"`: `mixed_plan="measured"` builds the plan from measured per-group
     sensitivity (`converters.mixed_plan`; images from `calibration` or the bundled photos; budget
@@ -153,5 +178,10 @@ def convert(model_name: str, checkpoint: str | Path | None = None, targets: str 
         say(f"mixed plan: {len(measured.float_groups)} groups kept float, mask IoU drop {m['iou_drop']:.4f}, "
             f"~{m['size_mb']:.1f} MB weights ({measured.seconds:.0f} s)")
         plan, extra = measured.plan, {PLOT_FILE: measured.plot_png}
-    return [build_package(model, info, t, precision, Path(out_dir), verify, zip, say, calibration, plan, extra)
-            for t in target_list]
+    qmodel = None
+    if precision == "w8a8":
+        from converters.w8a8 import recipe_qmodel
+
+        qmodel = recipe_qmodel(model, calibration, progress=say)
+    return [build_package(model, info, t, precision, Path(out_dir), verify, zip, say, calibration, plan, extra,
+                          qmodel) for t in target_list]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -64,9 +65,13 @@ def _convert_precision(src: Path, dst: Path, precision: str, plan: dict, work: P
                      op_types_to_quantize=QUANT_OPS, nodes_to_exclude=exclude)
 
 
-def _finish(model: torch.nn.Module, src: Path, dst: Path, precision: str, plan: dict, work: Path, say) -> None:
-    """fp32 export `src` -> `dst` in `precision`, then folded constants computed in-graph again."""
-    _convert_precision(src, dst, precision, plan, work)
+def _finish(model: torch.nn.Module, src: Path, dst: Path, precision: str, plan: dict, work: Path, say,
+            convert: Callable[[Path, Path], None] | None = None) -> None:
+    """fp32 export `src` -> `dst` in `precision` (or by `convert`), then folded constants computed in-graph again."""
+    if convert is not None:
+        convert(src, dst)
+    else:
+        _convert_precision(src, dst, precision, plan, work)
     replaced = compact_file(dst, model)
     if replaced:
         say(f"onnx: {dst.name}: computed in-graph instead of stored: "
@@ -79,13 +84,15 @@ def _entry(file: str, inputs: list, outputs: list) -> dict:
 
 
 def export_onnx(model: torch.nn.Module, spec: ExportSpec, out_dir: Path, plan: dict, work: Path,
-                progress=None) -> dict:
+                progress=None, convert: Callable[[Path, Path], None] | None = None) -> dict:
     """Write encoder.onnx, decoder_k{K}.onnx, decoder_sam_onnx.onnx and decoder.weights into `out_dir`.
 
     The three decoder graphs share one copy of their weights: `decoder.weights` (ONNX external
     data; each graph points at the same offsets). Tensors the exporter folds from small parameters
     (attention-bias gathers, the dense positional encoding) are computed in-graph (`onnx_compact`).
 
+    `convert(src, dst)`, when given, turns each fp32 graph into its package file instead of the
+    precision step (the W8A8 exporter inserts the recipe's QDQ nodes this way).
     Returns the manifest's `models` section for these files (hashes are added later).
     """
     say = progress or (lambda msg: None)
@@ -94,7 +101,7 @@ def export_onnx(model: torch.nn.Module, spec: ExportSpec, out_dir: Path, plan: d
     say("onnx: exporting encoder")
     enc_fp32 = work / "encoder_fp32.onnx"
     _torch_export(EncoderWrapper(model), (torch.randn(1, 3, s, s),), enc_fp32, ["image"], ["image_embeddings"])
-    _finish(model, enc_fp32, out_dir / spec.encoder_file, spec.precision, plan, work, say)
+    _finish(model, enc_fp32, out_dir / spec.encoder_file, spec.precision, plan, work, say, convert)
 
     in_names = [t.name for t in spec.decoder_inputs(1)]
     out_names = [t.name for t in spec.decoder_outputs(1)]
@@ -103,7 +110,7 @@ def export_onnx(model: torch.nn.Module, spec: ExportSpec, out_dir: Path, plan: d
         say(f"onnx: exporting decoder K={k}")
         tmp = work / f"decoder_k{k}_fp32.onnx"
         _torch_export(decoder_module(model), decoder_sample(spec, k), tmp, in_names, out_names)
-        _finish(model, tmp, out_dir / str(variants[k]["file"]), spec.precision, plan, work, say)
+        _finish(model, tmp, out_dir / str(variants[k]["file"]), spec.precision, plan, work, say, convert)
 
     say("onnx: exporting SAM-signature decoder")
     sample = dict(zip(in_names, decoder_sample(spec, 1)))
@@ -114,7 +121,7 @@ def export_onnx(model: torch.nn.Module, spec: ExportSpec, out_dir: Path, plan: d
     _torch_export(sam_onnx_module(model), tuple(sample[n] for n in sam_names), tmp,
                   sam_names, [t.name for t in spec.sam_onnx_outputs()],
                   dynamic_axes={"point_coords": {1: "num_points"}, "point_labels": {1: "num_points"}})
-    _finish(model, tmp, out_dir / "decoder_sam_onnx.onnx", spec.precision, plan, work, say)
+    _finish(model, tmp, out_dir / "decoder_sam_onnx.onnx", spec.precision, plan, work, say, convert)
 
     say("onnx: storing the decoder weights once")
     decoder_files = [str(variants[k]["file"]) for k in DECODER_K] + ["decoder_sam_onnx.onnx"]

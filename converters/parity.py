@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from converters.parity_data import ParityImage, load_parity_images, parity_prompts, prepare_image
-from converters.spec import ExportSpec
+from converters.spec import FAKE_QUANT_THRESHOLDS, ExportSpec
 from converters.wrappers import sam_onnx_module
 
 
@@ -50,29 +50,59 @@ def evaluate(thresholds: dict[str, float], metrics: dict[str, float]) -> list[st
     return fails
 
 
-def _decoder_parity(model, spec: ExportSpec, dec: dict, decoders: dict, img: ParityImage,
-                    emb: np.ndarray, ref_emb: torch.Tensor) -> tuple[list[np.ndarray], float, float, int]:
-    """Every decoder variant on the fixed prompts of one image: (IoUs, max logit error, max IoU error, prompts)."""
-    ious, lr_err, iou_err, prompts = [], 0.0, 0.0, 0
+def _package_outputs(model, spec: ExportSpec, enc: dict, dec: dict, encoder, decoders: dict, sam_sess,
+                     img: ParityImage) -> dict:
+    """The package's outputs on one photo: embedding, every decoder variant on the fixed prompts
+    (fed the package's own embedding), and the SAM-signature decoder's masks (ONNX)."""
+    emb = _run(encoder, enc, {"image": img.x.numpy()})["image_embeddings"]
+    variants, prompts = [], 0
     for k, m in decoders.items():
         feeds = parity_prompts(model, spec, k, img.original_size, offset=prompts)
-        got = _run(m, dec, {"image_embeddings": emb.astype(np.float32), **feeds})
-        with torch.no_grad():
-            lo, iou = model.decode_prompts(ref_emb, *(torch.from_numpy(feeds[t.name]) for t in spec.decoder_inputs(k)[1:]))
-        ious.append(mask_ious(got["low_res_masks"], lo.numpy()).ravel())
-        lr_err = max(lr_err, float(np.abs(got["low_res_masks"] - lo.numpy()).max()))
-        iou_err = max(iou_err, float(np.abs(got["iou_predictions"] - iou.numpy()).max()))
+        variants.append((k, feeds, _run(m, dec, {"image_embeddings": emb.astype(np.float32), **feeds})))
         prompts += k
-    return ious, lr_err, iou_err, prompts
+    sam = _sam_onnx_outputs(model, sam_sess, emb, spec, img) if sam_sess is not None else None
+    return {"embedding": emb, "variants": variants, "prompts": prompts, "sam": sam}
+
+
+def _compare(reference: torch.nn.Module, spec: ExportSpec, images: list[ParityImage], outs: list[dict]) -> dict:
+    """Parity metrics of the package outputs `outs` against `reference` on the same photos and prompts."""
+    emb_errs, ious, lr_err, iou_err, sam_ious = [], [], 0.0, 0.0, []
+    for img, out in zip(images, outs):
+        with torch.no_grad():
+            ref_emb = reference.encode_image(img.x)
+        ref = ref_emb.numpy()
+        emb_errs.append(float(np.linalg.norm(out["embedding"] - ref) / max(np.linalg.norm(ref), 1e-12)))
+        for k, feeds, got in out["variants"]:
+            with torch.no_grad():
+                lo, iou = reference.decode_prompts(
+                    ref_emb, *(torch.from_numpy(feeds[t.name]) for t in spec.decoder_inputs(k)[1:]))
+            ious.append(mask_ious(got["low_res_masks"], lo.numpy()).ravel())
+            lr_err = max(lr_err, float(np.abs(got["low_res_masks"] - lo.numpy()).max()))
+            iou_err = max(iou_err, float(np.abs(got["iou_predictions"] - iou.numpy()).max()))
+        if out["sam"] is not None:
+            sam_ious.append(_sam_onnx_ious(reference, out["sam"], ref_emb, spec))
+    all_ious = np.concatenate(ious)
+    metrics: dict[str, float] = {
+        "embedding_rel_error": max(emb_errs), "low_res_logit_max_error": lr_err,
+        "mask_iou_mean": float(all_ious.mean()), "mask_iou_min": float(all_ious.min()),
+        "iou_prediction_max_error": iou_err, "masks_compared": int(all_ious.size)}
+    if sam_ious:
+        a = np.concatenate(sam_ious)
+        metrics.update({"sam_onnx_mask_iou_mean": float(a.mean()), "sam_onnx_mask_iou_min": float(a.min())})
+    return metrics
 
 
 def check_parity(model: torch.nn.Module, package_dir: Path, manifest: dict, calibration: str | Path | None = None,
-                 num_threads: int = 2) -> dict:
+                 num_threads: int = 2, fake_quant: torch.nn.Module | None = None) -> dict:
     """Run the package at `package_dir` (described by `manifest`) against `model`; returns the report.
 
     Inputs are real photos (2 bundled ones, or the first <= 4 images of `calibration`) prepared by the
     reference predictor's transform, and the fixed prompt set of `converters.parity_data`; every
     decoder variant runs on every photo with the package's own embedding. Missing photos raise.
+
+    `fake_quant` (W8A8 packages): the recipe's fake-quant model of what the package holds
+    (`converters.w8a8.package_reference`). The package is then also compared with it, under the
+    target's `FAKE_QUANT_THRESHOLDS`, in `report["fake_quant"]`; both gates must pass.
     """
     from mobile_runtime.backends import open_model
 
@@ -84,43 +114,32 @@ def check_parity(model: torch.nn.Module, package_dir: Path, manifest: dict, cali
     decoders = {int(k): open_model(package_dir / v["file"], kind, num_threads, signature=v.get("signature"))
                 for k, v in models["decoder"]["variants"].items()}
     sam_sess = open_model(package_dir / models["sam_onnx"]["file"], "onnx") if "sam_onnx" in models else None
-    emb_errs, ious, lr_err, iou_err, sam_ious, prompts = [], [], 0.0, 0.0, [], 0
-    for img in images:
-        with torch.no_grad():
-            ref_emb = model.encode_image(img.x)
-        emb = _run(encoder, enc, {"image": img.x.numpy()})["image_embeddings"]
-        ref = ref_emb.numpy()
-        emb_errs.append(float(np.linalg.norm(emb - ref) / max(np.linalg.norm(ref), 1e-12)))
-        i, le, ie, prompts = _decoder_parity(model, spec, models["decoder"], decoders, img, emb, ref_emb)
-        ious += i
-        lr_err, iou_err = max(lr_err, le), max(iou_err, ie)
-        if sam_sess is not None:
-            sam_ious.append(_sam_onnx_ious(model, sam_sess, emb, ref_emb, spec, img))
-    all_ious = np.concatenate(ious)
-    metrics: dict[str, float] = {
-        "embedding_rel_error": max(emb_errs), "low_res_logit_max_error": lr_err,
-        "mask_iou_mean": float(all_ious.mean()), "mask_iou_min": float(all_ious.min()),
-        "iou_prediction_max_error": iou_err, "masks_compared": int(all_ious.size)}
-    if sam_ious:
-        a = np.concatenate(sam_ious)
-        metrics.update({"sam_onnx_mask_iou_mean": float(a.mean()), "sam_onnx_mask_iou_min": float(a.min())})
+    outs = [_package_outputs(model, spec, enc, models["decoder"], encoder, decoders, sam_sess, img) for img in images]
+    metrics = _compare(model, spec, images, outs)
     thresholds = spec.thresholds
     failures = evaluate(thresholds, metrics)
-    return {"metrics": metrics, "thresholds": thresholds, "passed": not failures, "failures": failures,
-            "runtime": kind, "image_size": spec.image_size,
-            "inputs": {"source": "bundled" if calibration is None else "calibration",
-                       "images": [{"name": im.name, "original_size": list(im.original_size),
-                                   "input_size": list(im.input_size)} for im in images],
-                       "prompts_per_image": prompts, "prompts_total": prompts * len(images)}}
+    report: dict = {"metrics": metrics, "thresholds": thresholds, "reference": "float PyTorch model"}
+    if fake_quant is not None:
+        fq_metrics = _compare(fake_quant, spec, images, outs)
+        fq_thresholds = dict(FAKE_QUANT_THRESHOLDS[spec.target])
+        fq_failures = evaluate(fq_thresholds, fq_metrics)
+        failures += [f"vs fake-quant: {f}" for f in fq_failures]
+        report["fake_quant"] = {"reference": "the recipe's fake-quant PyTorch model of the package's int8 layers",
+                                "metrics": fq_metrics, "thresholds": fq_thresholds, "passed": not fq_failures}
+    report.update({"passed": not failures, "failures": failures, "runtime": kind, "image_size": spec.image_size,
+                   "inputs": {"source": "bundled" if calibration is None else "calibration",
+                              "images": [{"name": im.name, "original_size": list(im.original_size),
+                                          "input_size": list(im.input_size)} for im in images],
+                              "prompts_per_image": outs[0]["prompts"],
+                              "prompts_total": outs[0]["prompts"] * len(images)}})
+    return report
 
 
-def _sam_onnx_ious(model, sess, emb: np.ndarray, ref_emb: torch.Tensor, spec: ExportSpec,
-                   img: ParityImage) -> np.ndarray:
-    """SAM-signature decoder on one photo: masks at the photo's own size vs the reference wrapper."""
-    ref_dec = sam_onnx_module(model)
+def _sam_onnx_feeds(model, spec: ExportSpec, emb: np.ndarray, img: ParityImage) -> list[dict[str, np.ndarray]]:
+    """Feeds of the SAM-signature decoder for one photo: point, pos+neg, box, point+box."""
     names = [t.name for t in spec.sam_onnx_inputs()]
-    ious = []
-    for index in range(4):  # point, pos+neg, box, point+box
+    out = []
+    for index in range(4):
         f = parity_prompts(model, spec, 1, img.original_size, offset=index)
         used = f["point_labels"][0] != -2
         feeds = {"image_embeddings": emb.astype(np.float32), "point_coords": f["point_coords"][:, used],
@@ -128,9 +147,23 @@ def _sam_onnx_ious(model, sess, emb: np.ndarray, ref_emb: torch.Tensor, spec: Ex
                  "mask_input": np.zeros((1, 1, spec.low_res_size, spec.low_res_size), np.float32),
                  "has_mask_input": np.zeros(1, np.float32),
                  "orig_im_size": np.array(img.original_size, np.float32)}
-        feeds = {n: feeds[n] for n in names}
-        out = sess.run(feeds)
+        out.append({n: feeds[n] for n in names})
+    return out
+
+
+def _sam_onnx_outputs(model, sess, emb: np.ndarray, spec: ExportSpec, img: ParityImage) -> list[tuple[dict, np.ndarray]]:
+    """(feeds, masks at the photo's own size) of the SAM-signature decoder on one photo."""
+    return [(feeds, sess.run(feeds)["masks"]) for feeds in _sam_onnx_feeds(model, spec, emb, img)]
+
+
+def _sam_onnx_ious(reference, runs: list[tuple[dict, np.ndarray]], ref_emb: torch.Tensor,
+                   spec: ExportSpec) -> np.ndarray:
+    """SAM-signature decoder masks vs the reference wrapper (fed the reference's own embedding)."""
+    ref_dec = sam_onnx_module(reference)
+    names = [t.name for t in spec.sam_onnx_inputs()]
+    ious = []
+    for feeds, masks in runs:
         with torch.no_grad():
             ref_masks = ref_dec(ref_emb, *(torch.from_numpy(feeds[n]) for n in names[1:]))[0]
-        ious.append(mask_ious(out["masks"], ref_masks.numpy()).ravel())
+        ious.append(mask_ious(masks, ref_masks.numpy()).ravel())
     return np.concatenate(ious)

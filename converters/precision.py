@@ -5,6 +5,10 @@ by module path (a regex searched in the layer name, written with `.` between pat
 backends' own separators `/` and `_` are accepted too) or by kind (`normalization`, `softmax`).
 Each converter asks this module which of its own node/tensor/op names to leave in float.
 
+`w8a8` is the Q-TinySAM recipe (`tinysam.quant`): int8 weights and static int8 activations with the
+recipe's searched scales; its plan (which layers are int8, what stays float and why) is built by
+`converters.w8a8.w8a8_plan` from the calibrated model.
+
 Mixed plans come in two kinds: the fixed plan below (`mixed-default-v1`), and a plan measured on
 calibration data (`converters.mixed_plan`, rules from per-group mask-IoU sensitivity). A rule with
 `"scope": "activations"` concerns only how a layer's input activation is quantized (twin-uniform
@@ -59,6 +63,10 @@ def precision_plan(precision: str) -> dict:
     if precision in ("fp32", "fp16"):
         dtype = "float32" if precision == "fp32" else "float16"
         return {"name": precision, "weights": dtype, "activations": dtype, "keep_float": []}
+    if precision == "w8a8":
+        return {"name": "w8a8-qtinysam", "weights": "int8", "granularity": "per_channel",
+                "activations": "int8", "activation_granularity": "per_tensor, static (the recipe's scales)",
+                "keep_float": []}
     plan = {"name": precision, "weights": "int8", "granularity": "per_channel", "activations": "float32",
             "keep_float": []}
     if precision == "mixed":
@@ -128,30 +136,62 @@ _APPLIED: dict[str, dict[str, str]] = {
         "weights": "int8 per-channel (onnxruntime quantize_dynamic on MatMul/Gemm/Conv), kept-float layers float32",
         "activations": "quantized dynamically per tensor at run time (MatMulInteger/ConvInteger); everything "
                        "else (LayerNorm, softmax, GELU, attention products) float32",
-        "searched_scales": "not used by the package; tinysam.quant.onnx_qdq.apply_quant_scales_onnx writes a "
-                           "QDQ graph with the recipe's scales (measured by bench/ptq.py as w8a8)",
+        "searched_scales": "not used by the package (weight-only int8); --precision w8a8 writes QDQ graphs "
+                           "with the recipe's scales",
     },
     "tflite": {
         "weights": "int8 per-channel (ai-edge-quantizer dynamic int8); kept layers float16 weights where the "
                    "rule says fp16 (measured plans), else float32",
         "activations": "dynamic-range int8 at run time for FULLY_CONNECTED/CONV_2D; BATCH_MATMUL (attention "
                        "products) float32: its int8 form fails to prepare in LiteRT 2.3; everything else float32",
-        "searched_scales": "not used by the package (weight-only int8). LiteRT can take the recipe's activation "
-                           "scales as calibration statistics (converters/tflite_w8a8.py, static int8 FC/CONV) but "
-                           "not its weight scales (ai-edge-quantizer computes max-based per-channel scales itself), "
-                           "and static int8 ops also requantize their outputs",
+        "searched_scales": "not used by the package (weight-only int8); --precision w8a8 builds a static int8 "
+                           "encoder with the recipe's scales (converters/tflite_w8a8.py)",
     },
     "coreml": {
         "weights": "int8 per-channel (linear_quantize_weights), kept-float consts float32",
-        "activations": "float32: coremltools 9.0 linear_quantize_activations calibrates its own ranges by "
-                       "running the model (macOS only) and takes no given scales",
-        "searched_scales": "not used",
+        "activations": "float32 (weight-only int8)",
+        "searched_scales": "not used by the package; --precision w8a8 converts the recipe's scales into "
+                           "quantize/dequantize ops",
+    },
+}
+
+
+# What each backend's w8a8 files hold (converters.w8a8_export); the per-layer split is in the plan's `layers`.
+_APPLIED_W8A8: dict[str, dict[str, str]] = {
+    "onnx": {
+        "weights": "int8 per-channel with the recipe's searched scales, encoder and every decoder graph: "
+                   "initializer + DequantizeLinear; for layers whose input stays float, Cast + Mul (ONNX Runtime "
+                   "folds it at load; a DequantizeLinear there becomes MatMulNBits, which quantizes the float "
+                   "input to int8 per block of 32, not the recipe)",
+        "activations": "static int8 per tensor with the recipe's scales (QuantizeLinear/DequantizeLinear before "
+                       "each layer's input and both operands of q @ k^T; the B operand of softmax @ v); "
+                       "twin-uniform inputs (post-GELU fc2/lin2, post-softmax probabilities) float32",
+        "runtime": "ONNX Runtime fuses QDQ pairs into int8 kernels where it can; elsewhere it computes the "
+                   "same quantize-dequantize in float",
+    },
+    "tflite": {
+        "weights": "encoder FULLY_CONNECTED/CONV_2D int8 per-channel: ai-edge-quantizer takes no given weight "
+                   "scales, so the weights are first snapped to the recipe's grid (codes clipped to +-127), "
+                   "from which its max-based scale is the recipe's scale (exact for channels whose searched "
+                   "scale clips, within half a step otherwise); decoder float32",
+        "activations": "encoder FC/CONV inputs static int8 with the recipe's scales (given to the quantizer as "
+                       "min/max statistics); static int8 ops also write int8 outputs, requantized with ranges "
+                       "LiteRT calibrates on the calibration images (not in the recipe); attention products "
+                       "(BATCH_MATMUL), twin-uniform inputs and the decoder float32",
+    },
+    "coreml": {
+        "weights": "int8 per-channel with the recipe's searched scales (constexpr_affine_dequantize), encoder "
+                   "and decoder",
+        "activations": "static int8 per tensor with the recipe's scales (quantize/dequantize ops, iOS17) on each "
+                       "layer's input and the matmul operands; twin-uniform inputs float32",
     },
 }
 
 
 def applied_precision(plan: dict, target: str) -> dict:
     """What the `target` files hold under `plan` (for the manifest), per weights/activations."""
+    if plan.get("activations") == "int8":
+        return dict(_APPLIED_W8A8[target])
     if plan.get("weights") != "int8":
         return {"weights": plan.get("weights"), "activations": plan.get("activations")}
     out = dict(_APPLIED[target])

@@ -68,6 +68,18 @@ def _multifunction_text(dec: dict) -> str:
             f"`coremltools.models.MLModel(path, function_name=...)`.\n")
 
 
+def _w8a8_text(manifest: dict) -> str:
+    """The W8A8 section: what is int8, what stays float, where the scales are."""
+    plan = manifest.get("precision_plan", {})
+    if "layer_counts" not in plan:
+        return ""
+    counts = ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in plan["layer_counts"].items())
+    reasons = "\n".join(f"- {r['layers']} layers float: {r['reason']}" for r in plan["keep_float"] if "layers" in r)
+    return (f"\n## W8A8 (Q-TinySAM recipe)\nRecipe layers by what these files hold: {counts}. The recipe's scales "
+            f"are in `{plan['recipe']['scales_file']}`; the manifest's `precision_plan.layers` names every layer.\n"
+            f"Weights: {plan['applied']['weights']}.\nActivations: {plan['applied']['activations']}.\n{reasons}\n")
+
+
 def render_readme(manifest: dict) -> str:
     """Markdown README describing how to call the package, step by step."""
     model, pre, post, prompts = manifest["model"], manifest["preprocess"], manifest["postprocess"], manifest["prompts"]
@@ -95,6 +107,12 @@ def render_readme(manifest: dict) -> str:
                   f"store their weights once, in `{shared['file']}` (ONNX external data: every graph points at the "
                   "same offsets). Keep it in the same directory as the graphs; ONNX Runtime loads it by itself.\n")
     extra += _multifunction_text(dec)
+    extra += _w8a8_text(manifest)
+    fq = parity.get("fake_quant")
+    if fq:
+        parity_lines += (f"\n\nAgainst {fq['reference']} (passed: {fq['passed']}); thresholds {fq['thresholds']}.\n"
+                         + "\n".join(f"- {k}: {v:.6g}" if isinstance(v, float) else f"- {k}: {v}"
+                                      for k, v in fq["metrics"].items()))
     return f"""# {model['name']} for {manifest['target']} ({manifest['precision']})
 {trained}
 Minimum platform: {manifest['min_os']}. Precision plan: `{manifest['precision_plan'].get('name')}`.

@@ -151,46 +151,36 @@ def _signature_io(spec: ExportSpec, k: int | str) -> tuple[list[dict], list[dict
     return ins, outs
 
 
-def export_tflite(model: torch.nn.Module, spec: ExportSpec, out_dir: Path, plan: dict, work: Path,
-                  progress=None) -> dict:
-    """Write encoder.tflite and decoder.tflite (signatures k1, k16) into `out_dir`.
-
-    Returns the manifest's `models` section for these files.
-    """
+def float_encoder(model: torch.nn.Module, spec: ExportSpec, dst: Path) -> None:
+    """Write the float (fp32) LiteRT encoder of `model` to `dst` (converted once per model and process)."""
     import litert_torch
 
-    say = progress or (lambda msg: None)
-    work.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     s = spec.image_size
-    say("tflite: converting encoder")
-    enc_fp32 = work / "encoder_fp32.tflite"
-    fp = model_fingerprint(model)
 
-    def build_encoder(dst: Path) -> None:
+    def build(path: Path) -> None:
         with quiet():
-            litert_torch.convert(EncoderWrapper(model).eval(), (torch.randn(1, 3, s, s),)).export(str(dst))
+            litert_torch.convert(EncoderWrapper(model).eval(), (torch.randn(1, 3, s, s),)).export(str(path))
 
-    _cached_float((fp, "encoder"), enc_fp32, build_encoder)
-    say(f"tflite: encoder -> {spec.precision}")
-    lists = module_lists(model)
-    _apply_precision(enc_fp32, out_dir / spec.encoder_file, spec.precision, plan, lists)
+    _cached_float((model_fingerprint(model), "encoder"), dst, build)
 
-    say("tflite: converting decoder (signatures " + ", ".join(f"k{k}" for k in DECODER_K) + ")")
-    dec_fp32 = work / "decoder_fp32.tflite"
 
-    def build_decoder(dst: Path) -> None:
+def float_decoder(model: torch.nn.Module, spec: ExportSpec, dst: Path) -> None:
+    """Write the float (fp32) LiteRT decoder of `model` (signatures k1, k16) to `dst` (converted once)."""
+    import litert_torch
+
+    def build(path: Path) -> None:
         dec = decoder_module(model).eval()
         with quiet():
             builder = litert_torch
             for k in DECODER_K:
                 builder = builder.signature(f"k{k}", dec, decoder_sample(spec, k))
-            builder.convert().export(str(dst))
+            builder.convert().export(str(path))
 
-    _cached_float((fp, "decoder"), dec_fp32, build_decoder)
-    say(f"tflite: decoder -> {spec.precision}")
-    _apply_precision(dec_fp32, out_dir / "decoder.tflite", spec.precision, plan, lists)
+    _cached_float((model_fingerprint(model), "decoder"), dst, build)
 
+
+def tflite_models(spec: ExportSpec) -> dict:
+    """The manifest's `models` section of a LiteRT package (tensor names `args_N` / `output_N` mapped)."""
     enc_in = [dict(t.to_dict(), name="args_0", logical_name=t.name) for t in spec.encoder_inputs()]
     enc_out = [dict(t.to_dict(), name="output_0", logical_name=t.name) for t in spec.encoder_outputs()]
     dec_in, dec_out = _signature_io(spec, "K")
@@ -199,6 +189,30 @@ def export_tflite(model: torch.nn.Module, spec: ExportSpec, out_dir: Path, plan:
         "encoder": {"file": spec.encoder_file, "signature": "serving_default", "inputs": enc_in, "outputs": enc_out},
         "decoder": {"file": "decoder.tflite", "variants": variants, "inputs": dec_in, "outputs": dec_out},
     }
+
+
+def export_tflite(model: torch.nn.Module, spec: ExportSpec, out_dir: Path, plan: dict, work: Path,
+                  progress=None) -> dict:
+    """Write encoder.tflite and decoder.tflite (signatures k1, k16) into `out_dir`.
+
+    Returns the manifest's `models` section for these files.
+    """
+    say = progress or (lambda msg: None)
+    work.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    say("tflite: converting encoder")
+    enc_fp32 = work / "encoder_fp32.tflite"
+    float_encoder(model, spec, enc_fp32)
+    say(f"tflite: encoder -> {spec.precision}")
+    lists = module_lists(model)
+    _apply_precision(enc_fp32, out_dir / spec.encoder_file, spec.precision, plan, lists)
+
+    say("tflite: converting decoder (signatures " + ", ".join(f"k{k}" for k in DECODER_K) + ")")
+    dec_fp32 = work / "decoder_fp32.tflite"
+    float_decoder(model, spec, dec_fp32)
+    say(f"tflite: decoder -> {spec.precision}")
+    _apply_precision(dec_fp32, out_dir / "decoder.tflite", spec.precision, plan, lists)
+    return tflite_models(spec)
 
 
 def tensor_names(path: Path) -> list[str]:

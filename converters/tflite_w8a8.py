@@ -5,7 +5,8 @@ What LiteRT (ai-edge-quantizer 0.10.0, ai-edge-litert 2.3.0) can take, and what 
   statistics; int8 activations are asymmetric there, and min = -128 s, max = 127 s gives exactly
   scale s with zero point 0, i.e. our symmetric quantizer. Each recipe layer's input tensor gets it.
 - weight scales: no public API. The quantizer computes symmetric per-channel max-based scales
-  itself (`tensor_zp_scale_from_min_max`); our searched per-channel scales are not used.
+  itself (`tensor_zp_scale_from_min_max`). `snapped_copy` puts the weights on the recipe's grid
+  before conversion, so that the max-based scale is the recipe's (see there).
 - outputs: a static int8 FULLY_CONNECTED/CONV_2D also writes int8, so every such op requantizes
   its output with a calibrated (min/max) range, which the fake-quant model does not do.
 - twin-uniform operands (post-GELU fc2 inputs, post-softmax probabilities) and attention products
@@ -16,6 +17,7 @@ What LiteRT (ai-edge-quantizer 0.10.0, ai-edge-litert 2.3.0) can take, and what 
 
 from __future__ import annotations
 
+import copy
 import re
 from pathlib import Path
 
@@ -83,4 +85,27 @@ def quantize_tflite_w8a8(float_path: Path, out_path: Path, qmodel: torch.nn.Modu
         q.quantize(stats, enable_progress_report=False).export_model(str(out_path), overwrite=True)
     skipped = [n for n, m in layers.items() if n.startswith(prefix) and m.calibrated and m.kind != "matmul"
                and n not in inputs]
-    return {"layers": len(inputs), "float_layers": skipped}
+    return {"layers": len(inputs), "int8_layers": list(inputs), "float_layers": skipped}
+
+
+@torch.no_grad()
+def snapped_copy(qmodel: torch.nn.Module, names: list[str]) -> torch.nn.Module:
+    """Copy of `qmodel` (quantization off) whose layers `names` hold weights on the recipe's int8 grid.
+
+    ai-edge-quantizer takes no given weight scales: it uses max|w| / 127 per channel. On snapped
+    weights (codes clipped to +-127) that max is 127 x the recipe's scale wherever the searched
+    scale clips the channel, so LiteRT's scale and codes are the recipe's; where the searched scale
+    exceeds the max-based one, LiteRT's step is finer and its codes reproduce the recipe's values
+    within half a step.
+    """
+    from tinysam.quant.qmodel import quant_layers, set_quant
+    from tinysam.quant.quantizer import channel_view
+
+    out = copy.deepcopy(qmodel).eval()
+    set_quant(out, False)
+    layers = quant_layers(out)
+    for n in names:
+        layer = layers[n]
+        scale = channel_view(layer.w_scale.clamp_min(1e-12), layer.weight.dim(), layer.weight_axis)
+        layer.weight.copy_(torch.clamp(torch.round(layer.weight / scale), -127, 127) * scale)
+    return out

@@ -48,7 +48,8 @@ def verify_package(path: str | Path, checkpoint: str | Path | None = None, parit
 
     The reference is rebuilt from the manifest (model name, image size, and the seed for untrained
     packages); a trained package needs its `checkpoint`, whose sha256 must match the manifest.
-    `path` may be a `.zip`. Parity uses the bundled photos, or the images of `calibration`.
+    `path` may be a `.zip`. Parity uses the bundled photos, or the images of `calibration`. A W8A8
+    package is also checked against the fake-quant model rebuilt from its `w8a8_scales.json`.
     Returns {"ok", "hash_problems", "parity"}.
     """
     with opened_package(path) as root:
@@ -70,10 +71,22 @@ def _verify_dir(path: Path, checkpoint: str | Path | None, parity: bool, calibra
     model, got = load_model(info["name"], checkpoint, info["config"]["image_size"], seed=info.get("seed") or 0)
     if info.get("checkpoint_sha256") and got["checkpoint_sha256"] != info["checkpoint_sha256"]:
         raise ValueError("checkpoint sha256 does not match the one the package was built from")
-    report = check_parity(model, path, manifest, calibration)
+    report = check_parity(model, path, manifest, calibration, fake_quant=_w8a8_reference(model, path, manifest))
     result["parity"] = report
     result["ok"] = report["passed"]
     return result
+
+
+def _w8a8_reference(model, path: Path, manifest: dict):  # noqa: ANN001, ANN202
+    """W8A8 packages: the fake-quant model of their int8 layers, rebuilt from the packaged scales; else None."""
+    if manifest.get("precision") != "w8a8":
+        return None
+    from converters.w8a8 import SCALES_FILE, package_reference, qmodel_from_scales
+
+    scales = path / manifest["precision_plan"]["recipe"]["scales_file"]
+    if scales.name != SCALES_FILE or not scales.is_file():
+        raise ValueError(f"w8a8 package without its {SCALES_FILE}")
+    return package_reference(qmodel_from_scales(model, scales.read_bytes()), manifest["precision_plan"]["layers"])
 
 
 def describe_package(path: str | Path) -> dict:
@@ -87,6 +100,8 @@ def describe_package(path: str | Path) -> dict:
         "models": {k: v.get("file") or {kk: vv["file"] for kk, vv in v.get("variants", {}).items()}
                    for k, v in files.items()},
         "parity": m.get("parity", {}).get("metrics"), "parity_passed": m.get("parity", {}).get("passed"),
+        **({"parity_vs_fake_quant": m["parity"]["fake_quant"]["metrics"]} if "fake_quant" in m.get("parity", {})
+           else {}),
         "parity_inputs": m.get("parity", {}).get("inputs"),
         "shared_weights": m["models"].get("decoder", {}).get("weights"),
         "precision_plan": m.get("precision_plan", {}).get("name"),

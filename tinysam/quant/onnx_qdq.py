@@ -7,6 +7,12 @@ For every enabled layer with a uniform (int8-expressible) quantizer: its activat
 Q -> DQ with the per-tensor scale (zero point 0), its weight initializer is replaced by an int8
 initializer + per-axis DequantizeLinear. Twin-uniform operands are left float (the plan lists them
 as fp16). ONNX Runtime then runs the graph with its QDQ int8 kernels where it can fuse them.
+
+A layer whose input stays float (twin-uniform kinds) keeps int8 weights too, dequantized by
+Cast + Mul instead of DequantizeLinear: ONNX Runtime 1.31 rewrites DequantizeLinear(int8 weight) ->
+MatMul with a float input into MatMulNBits with accuracy_level 4, which quantizes that input to
+int8 per block of 32 at run time, a quantization the recipe does not have. Cast + Mul of
+initializers is folded to the same float weight when the session loads.
 """
 
 from __future__ import annotations
@@ -28,6 +34,11 @@ def _layer_for_node(node_name: str, layers: dict) -> str | None:
     for name in layers:
         if (scope == name or scope.endswith("." + name)) and (best is None or len(name) > len(best)):
             best = name
+    if best is None and scope:
+        # a method that calls submodules directly (e.g. `decode_prompts`) drops the outer scopes:
+        # `/transformer/layers.0/...` is `mask_decoder.transformer.layers.0...`; take it only if unambiguous
+        tails = [name for name in layers if name.endswith("." + scope)]
+        best = tails[0] if len(tails) == 1 else None
     return best
 
 
@@ -118,11 +129,18 @@ def apply_quant_scales_onnx(onnx_path: str | Path, qmodel_description: dict | st
             shape[axis] = -1
             wq = np.clip(np.round(w / scale.reshape(shape)), -128, 127).astype(np.int8)
             wq_name = add_init(wq, hint + "_w_int8")
-            s = add_init(scale, hint + "_w_scale")
-            z = add_init(np.zeros(scale.size, dtype=np.int8), hint + "_w_zp")
             dq = f"{hint}_w_dq"
-            new_nodes.append(helper.make_node("DequantizeLinear", [wq_name, s, z], [dq], axis=axis,
-                                              name=f"{hint}/weight/DequantizeLinear"))
+            if d["a_kind"] == "uniform":
+                s = add_init(scale, hint + "_w_scale")
+                z = add_init(np.zeros(scale.size, dtype=np.int8), hint + "_w_zp")
+                new_nodes.append(helper.make_node("DequantizeLinear", [wq_name, s, z], [dq], axis=axis,
+                                                  name=f"{hint}/weight/DequantizeLinear"))
+            else:  # float input: Cast + Mul, see the module docstring
+                s = add_init(scale.reshape(shape), hint + "_w_scale")
+                cast = f"{hint}_w_float"
+                new_nodes.append(helper.make_node("Cast", [wq_name], [cast], to=onnx.TensorProto.FLOAT,
+                                                  name=f"{hint}/weight/Cast"))
+                new_nodes.append(helper.make_node("Mul", [cast, s], [dq], name=f"{hint}/weight/Mul"))
             node.input[1] = dq
         quantized.append(name)
         new_nodes.append(node)

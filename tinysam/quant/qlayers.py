@@ -5,6 +5,8 @@ Each layer keeps the float weights and its scales as buffers (`w_scale` per outp
 layer is exactly its float counterpart (used for calibration capture and for sensitivity
 measurements, where one group at a time is switched on). `a_kind` is "uniform" or a twin-uniform
 kind ("twin_gelu" for inputs that come from a GELU, "twin_softmax" for attention probabilities).
+`act_quant = False` leaves a layer's (first) input activation float while its weight stays quantized:
+the fake-quant model of an export whose format has no int8 form of that activation (twin-uniform).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ class QuantBase(nn.Module):
     """Shared state of the fake-quant layers."""
 
     kind = "base"
+    act_quant = True  # False: the input activation stays float (weights / B operand still quantized)
     weight_axis = 0  # axis of the weight that indexes output channels
     out_channel_dim = 1  # axis of the output that indexes output channels
 
@@ -39,7 +42,9 @@ class QuantBase(nn.Module):
         return bool(self.a_scale > 0)
 
     def quant_act(self, x: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
-        """Fake-quantize an input activation with this layer's activation quantizer."""
+        """Fake-quantize an input activation with this layer's activation quantizer (as is if not `act_quant`)."""
+        if not self.act_quant:
+            return x
         s = self.a_scale if scale is None else scale
         if self.a_kind == "uniform":
             return fake_quant(x, s, self.a_bits)

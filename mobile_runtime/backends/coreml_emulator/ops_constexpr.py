@@ -15,7 +15,7 @@ from .ops_common import OpCall, OpFn, norm_axis
 from .program import unpack_bits
 
 
-def _promote(param: np.ndarray, rank: int, axis: int) -> np.ndarray:
+def promote(param: np.ndarray, rank: int, axis: int) -> np.ndarray:
     """Give a scalar/vector ``param`` the data's rank, its values along ``axis``."""
     param = np.asarray(param)
     if param.ndim == rank:
@@ -30,8 +30,8 @@ def _promote(param: np.ndarray, rank: int, axis: int) -> np.ndarray:
 def _affine_dequantize(call: OpCall) -> np.ndarray:
     data = call.x("quantized_data")
     axis = norm_axis(int(call.get("axis", 0)), data.ndim)
-    zero = _promote(call.x("zero_point").astype(np.float32), data.ndim, axis)
-    scale = _promote(call.x("scale"), data.ndim, axis)
+    zero = promote(call.x("zero_point").astype(np.float32), data.ndim, axis)
+    scale = promote(call.x("scale"), data.ndim, axis)
     return (data.astype(np.float32) - zero) * scale
 
 

@@ -1,0 +1,200 @@
+"""W8A8 packages (`convert --precision w8a8`): the Q-TinySAM recipe and the model each package is checked against.
+
+- `recipe_qmodel`: the recipe (Hessian-guided scale search, twin-uniform ranges) on calibration images.
+- `scales_json` / `qmodel_from_scales`: the searched scales as a package file (`SCALES_FILE`), so
+  `verify` rebuilds the same fake-quant model without searching again.
+- `layer_split(q, target)`: which recipe layers a target's files hold in int8 (weights, activations,
+  matmul operands) and which stay float, with the reason.
+- `package_reference(q, layers)`: the fake-quant model of exactly that split, the parity reference.
+- `w8a8_plan(...)`: the manifest's precision plan.
+The per-target exporters live in `converters.w8a8_export`.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+SCALES_FILE = "w8a8_scales.json"
+SCALES_FORMAT = "tinysam-w8a8-scales"
+CALIBRATION_IMAGES = 4  # images of the scale search (as the measured mixed plan)
+
+# Layer categories of the manifest (`precision_plan.layers`).
+W8A8 = "int8_weights_int8_activations"
+W8_AFLOAT = "int8_weights_float_activations"
+MATMUL_BOTH = "int8_matmul_both_operands"
+MATMUL_B = "int8_matmul_second_operand"
+FLOAT = "float"
+INT8_CATEGORIES = (W8A8, W8_AFLOAT, MATMUL_BOTH, MATMUL_B)
+
+REASONS = {
+    "uncalibrated": "never ran on the calibration prompts (e.g. the mask-input convs: calibration uses no "
+                    "mask prompts), so the recipe has no scales for it",
+    "twin_act": "its input uses the recipe's twin-uniform quantizer (post-GELU / post-softmax: two ranges "
+                "with different steps), which no int8 tensor (one scale) can hold",
+    "litert_matmul": "attention product (BATCH_MATMUL): its int8 form fails to prepare in LiteRT 2.3",
+    "litert_twin": "twin-uniform input: a LiteRT static int8 FULLY_CONNECTED needs an int8 input with one scale",
+    "litert_decoder": "LiteRT decoder kept fp32: converters/tflite_w8a8.py maps recipe layers to the tensors of "
+                      "the encoder's single signature; the decoder file holds two signatures (k1, k16)",
+    "litert_unmatched": "no LiteRT FULLY_CONNECTED/CONV_2D op matched this layer",
+}
+
+
+def recipe_qmodel(model: torch.nn.Module, calibration: str | Path | None = None, images: int = CALIBRATION_IMAGES,
+                  progress: Callable[[str], None] | None = None) -> torch.nn.Module:
+    """The W8A8 fake-quant model with the recipe's searched scales (quantization on).
+
+    Images come from `calibration` (a directory) or the bundled photos; each gets the recipe's fixed
+    prompts (a 3x3 click grid and 4 boxes). How it was calibrated is kept in `q.recipe_calibration`
+    (for the manifest). `model` is not modified.
+    """
+    from converters.mixed_plan import SEARCH_CANDIDATES, SEARCH_ROUNDS
+    from tinysam.quant.calibrate import load_calibration_images, make_samples
+    from tinysam.quant.qmodel import quantize_model
+    from tinysam.quant.search import SearchConfig, calibrate_model
+
+    say = progress or (lambda msg: None)
+    imgs = load_calibration_images(calibration, images)
+    if not imgs:
+        raise ValueError("w8a8 needs at least one calibration image")
+    cal = make_samples(model, imgs)
+    cfg = SearchConfig(n_candidates=SEARCH_CANDIDATES, rounds=SEARCH_ROUNDS)
+    say(f"w8a8: Q-TinySAM scale search ({cfg.method}, {cfg.n_candidates} candidates) on {len(cal)} images")
+    q = quantize_model(model, "w8a8")
+    calibrate_model(q, cal, cfg, progress=False)
+    q.recipe_calibration = {"source": "bundled" if calibration is None else "directory", "images": len(cal),
+                            "prompts_per_image": int(cal[0].coords.shape[0]),
+                            "search": {"method": cfg.method, "n_candidates": cfg.n_candidates,
+                                       "rounds": cfg.rounds, "range": [cfg.low, cfg.high]}}
+    return q
+
+
+def _f32(values: torch.Tensor) -> list[float]:
+    """float32 values as the shortest decimals that read back to the same float32."""
+    return [float(str(v)) for v in np.asarray(values.detach().cpu(), np.float32).reshape(-1)]
+
+
+def scales_json(q: torch.nn.Module) -> bytes:
+    """The scales of every calibrated layer of `q` as JSON bytes (symmetric, zero point 0)."""
+    from tinysam.quant.qmodel import quant_layers
+
+    layers = {}
+    for name, layer in quant_layers(q).items():
+        if not layer.calibrated:
+            continue
+        d: dict = {"a_kind": layer.a_kind, "a_scale": _f32(layer.a_scale)[0]}
+        if hasattr(layer, "b_scale"):
+            d["b_scale"] = _f32(layer.b_scale)[0]
+        if hasattr(layer, "w_scale"):
+            d["w_scale"] = _f32(layer.w_scale)
+        layers[name] = d
+    doc = {"format": SCALES_FORMAT, "version": 1, "bits": getattr(q, "quant_bits", "w8a8"),
+           "meaning": "x = q * scale, zero point 0; w_scale per output channel (PyTorch weight layout, "
+                      "BatchNorm folded into the conv before it); a_scale of twin-uniform kinds is their fine step",
+           "layers": layers}
+    return json.dumps(doc, separators=(",", ":")).encode()
+
+
+def qmodel_from_scales(model: torch.nn.Module, data: bytes | str) -> torch.nn.Module:
+    """Rebuild the fake-quant model of `model` from `scales_json` output (quantization on)."""
+    from tinysam.quant.qmodel import quant_layers, quantize_model, set_quant
+
+    doc = json.loads(data)
+    if doc.get("format") != SCALES_FORMAT:
+        raise ValueError(f"not a {SCALES_FORMAT} file (format={doc.get('format')!r})")
+    q = quantize_model(model, doc.get("bits", "w8a8"))
+    layers = quant_layers(q)
+    unknown = sorted(set(doc["layers"]) - set(layers))
+    if unknown:
+        raise ValueError(f"scales name layers the model does not have: {', '.join(unknown[:3])}")
+    with torch.no_grad():
+        for name, d in doc["layers"].items():
+            layer = layers[name]
+            layer.a_kind = d["a_kind"]
+            layer.a_scale.fill_(d["a_scale"])
+            if "b_scale" in d:
+                layer.b_scale.fill_(d["b_scale"])
+            if "w_scale" in d:
+                if len(d["w_scale"]) != layer.w_scale.numel():
+                    raise ValueError(f"layer {name}: {len(d['w_scale'])} weight scales for {layer.w_scale.numel()} channels")
+                layer.w_scale.copy_(torch.tensor(d["w_scale"], dtype=torch.float32))
+    set_quant(q, True)
+    return q
+
+
+def layer_split(q: torch.nn.Module, target: str) -> dict:
+    """Recipe layers by what `target`'s files hold: {category: [names]}, FLOAT as {reason: [names]}.
+
+    ONNX (QDQ) and CoreML (quantize/dequantize ops) hold every calibrated layer's int8 weights and
+    every uniform activation; twin-uniform activations stay float. LiteRT's split is known only after
+    its quantizer ran (`converters.w8a8_export`), so here it lists the encoder candidates as W8A8.
+    """
+    from tinysam.quant.qmodel import quant_layers
+
+    out: dict = {c: [] for c in INT8_CATEGORIES}
+    out[FLOAT] = {}
+
+    def keep_float(reason: str, name: str) -> None:
+        out[FLOAT].setdefault(REASONS[reason], []).append(name)
+
+    for name, layer in quant_layers(q).items():
+        uniform = layer.a_kind == "uniform"
+        if not layer.calibrated:
+            keep_float("uncalibrated", name)
+        elif target == "tflite" and not name.startswith("image_encoder."):
+            keep_float("litert_decoder", name)
+        elif target == "tflite" and layer.kind == "matmul":
+            keep_float("litert_matmul", name)
+        elif target == "tflite" and not uniform:
+            keep_float("litert_twin", name)
+        elif layer.kind == "matmul":
+            out[MATMUL_BOTH if uniform else MATMUL_B].append(name)
+        else:
+            out[W8A8 if uniform else W8_AFLOAT].append(name)
+    return out
+
+
+def package_reference(q: torch.nn.Module, layers: dict) -> torch.nn.Module:
+    """Copy of `q` fake-quantizing exactly what `layers` (a `layer_split`) says is int8; the rest float."""
+    from tinysam.quant.qmodel import quant_layers
+
+    ref = copy.deepcopy(q).eval()
+    qls = quant_layers(ref)
+    for layer in qls.values():
+        layer.quant_enabled = False
+    for cat in INT8_CATEGORIES:
+        for name in layers.get(cat, []):
+            if name not in qls or not qls[name].calibrated:
+                raise ValueError(f"w8a8 layer {name!r} has no calibrated scales")
+            qls[name].quant_enabled = True
+            qls[name].act_quant = cat in (W8A8, MATMUL_BOTH)
+    return ref
+
+
+def w8a8_plan(q: torch.nn.Module, layers: dict, target: str) -> dict:
+    """The manifest's precision plan of a W8A8 package (`applied` is added by `converters.precision`)."""
+    from converters.precision import precision_plan
+
+    plan = precision_plan("w8a8")
+    counts = {c: len(layers.get(c, [])) for c in INT8_CATEGORIES}
+    counts[FLOAT] = sum(len(v) for v in layers.get(FLOAT, {}).values())
+    plan.update(
+        recipe={"name": "Q-TinySAM PTQ (tinysam.quant)", "bits": getattr(q, "quant_bits", "w8a8"),
+                "scales_file": SCALES_FILE,
+                "calibration": getattr(q, "recipe_calibration", None)},  # None: scales given by the caller
+        layer_counts=counts, layers=layers,
+        keep_float=[{"layers": len(layers[cat]), "scope": "activations", "operand": operand,
+                     "reason": REASONS["twin_act"] + "; the weights / other operand are int8"}
+                    for cat, operand in ((W8_AFLOAT, "input (post-GELU)"), (MATMUL_B, "A (post-softmax)"))
+                    if layers.get(cat)]
+        + [{"layers": len(names), "reason": reason} for reason, names in layers.get(FLOAT, {}).items()]
+        + [{"ops": "LayerNorm, softmax, GELU, residual and relative-position adds, the decoder's final "
+                    "hypernetwork product", "reason": "float in the recipe itself (not quantized layers)"}],
+        parity_reference=("the recipe's fake-quant model restricted to the int8 layers listed here "
+                          f"(converters.w8a8.package_reference) for {target}, and the float model"))
+    return plan
