@@ -32,8 +32,8 @@ def _args() -> argparse.Namespace:
     p.add_argument("--train-images", type=int, default=300)
     p.add_argument("--heldout-images", type=int, default=40)
     p.add_argument("--teacher", default="mobilesam")
-    p.add_argument("--teacher-steps", type=int, default=2000)
-    p.add_argument("--student-steps", type=int, default=800)
+    p.add_argument("--teacher-steps", type=int, default=3000)
+    p.add_argument("--student-steps", type=int, default=1000)
     p.add_argument("--images-per-step", type=int, default=2)
     p.add_argument("--warmup-steps", type=int, default=600, help="teacher decoder warm-up on random shapes")
     p.add_argument("--focal-weight", type=float, default=1.0,
@@ -44,6 +44,7 @@ def _args() -> argparse.Namespace:
                    help="ship no student whose box masks of different objects overlap more than this (prompt check)")
     p.add_argument("--lr", type=float, default=2e-4)
     p.add_argument("--decoder-lr", type=float, default=1e-3)
+    p.add_argument("--lr-schedule", default="cosine", choices=["constant", "cosine"])
     p.add_argument("--eval-images", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args()
@@ -75,6 +76,7 @@ def main() -> dict:
     common = dict(data=str(train_dir), image_size=args.image_size, prompts_per_image=args.prompts, lr=args.lr,
                   decoder_lr=args.decoder_lr, seed=args.seed, checkpoint_every=100, focal_weight=args.focal_weight,
                   images_per_step=args.images_per_step, log_every=10, min_mask_pixels=args.min_mask_pixels,
+                  lr_schedule=args.lr_schedule,
                   cache_dir=str(work / "teacher_cache"))
 
     def run(name: str, steps: int, **kw) -> Path:
@@ -89,9 +91,10 @@ def main() -> dict:
     # A fresh SAM decoder on TinyViT features learns one generic "object" mask and ignores the prompt;
     # the warm-up on random shapes first teaches it to put the mask where the prompt is.
     warm = run("teacher_warmup", args.warmup_steps, stage="warmup", student=args.teacher, teacher_checkpoint=None,
-               hard_prompts=False, prompts_per_image=32)
+               hard_prompts=False, prompts_per_image=32, lr_schedule="constant")
+    # hard prompts for the teacher too: the students' multi-click prompts get the teacher's answers as targets
     teacher_ckpt = run("teacher", args.teacher_steps, stage="gt", student=args.teacher, teacher_checkpoint=None,
-                       student_checkpoint=str(warm), hard_prompts=False)
+                       student_checkpoint=str(warm), hard_prompts=True)
     variants = {
         "kd_hard": dict(hard_prompts=True, hard_mask_weighting=True),
         "kd_plain": dict(hard_prompts=False, hard_mask_weighting=False),

@@ -45,6 +45,8 @@ def minisa_cmd(out_dir: str, images: int, size: int, seed: int, split: str, over
 @click.option("--images-per-step", type=int, default=1, show_default=True, help="Per process.")
 @click.option("--lr", type=float, default=1e-4, show_default=True)
 @click.option("--decoder-lr", type=float, default=None, help="Prompt encoder + mask decoder learning rate (default --lr).")
+@click.option("--lr-schedule", type=click.Choice(["constant", "cosine"]), default="constant", show_default=True,
+              help="cosine: every learning rate decays to 5% of its start over --steps.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--data-fraction", type=float, default=1.0, show_default=True)
 @click.option("--checkpoint-every", type=int, default=100, show_default=True)

@@ -129,7 +129,8 @@ def test_sami_visible_ratio_and_decoder_shapes():
     assert out.shape == (1, 256, 8, 8)
 
 
-@pytest.mark.parametrize("bad", [{"stage": "x"}, {"steps": 0}, {"data_fraction": 0.0}, {"teacher_checkpoint": None}])
+@pytest.mark.parametrize("bad", [{"stage": "x"}, {"steps": 0}, {"data_fraction": 0.0}, {"teacher_checkpoint": None},
+                                 {"lr_schedule": "linear"}, {"lr_final_fraction": 1.5}])
 def test_config_rejects_bad_values(bad):
     kw = dict(data="d", out="o", teacher_checkpoint="t.pt")
     kw.update(bad)
@@ -253,3 +254,13 @@ def test_warmup_shapes_lie_in_the_image_area_and_mix_rectangles_and_ellipses():
     assert (fill > 0.97).any() and ((fill > 0.6) & (fill < 0.85)).any()  # rectangles and ellipses (pi/4)
     again = random_shapes(40, (48, 64), 64, np.random.default_rng(0))
     assert torch.equal(shapes, again)
+
+
+def test_cosine_schedule_starts_at_one_ends_at_the_final_fraction_and_falls():
+    from tinysam.distill.trainer import lr_factor
+
+    cfg = TrainConfig(data="d", out="o", steps=11, lr_schedule="cosine", lr_final_fraction=0.1)
+    f = [lr_factor(cfg, t) for t in range(11)]
+    assert f[0] == 1.0 and abs(f[-1] - 0.1) < 1e-12 and abs(f[5] - 0.55) < 1e-12
+    assert all(a > b for a, b in zip(f, f[1:]))
+    assert lr_factor(TrainConfig(data="d", out="o", steps=11), 7) == 1.0

@@ -44,6 +44,10 @@ class TrainConfig:
     # SAM decoder sits on an "all background" plateau for a few hundred steps; leaving it on a fixed
     # encoder first is much cheaper than with the encoder's backward pass (see bench/distill_story.py).
     train_encoder: bool = True
+    # "constant", or "cosine": every group's learning rate follows a half cosine from its value at step 0
+    # down to ``lr_final_fraction`` of it at the last step (a pure function of the step: resume-exact).
+    lr_schedule: str = "constant"
+    lr_final_fraction: float = 0.05
     weight_decay: float = 0.0
     seed: int = 0
     # hard prompt sampling
@@ -113,6 +117,10 @@ class TrainConfig:
             raise ValueError(f"lr must be positive, got {self.lr}")
         if self.decoder_lr is not None and self.decoder_lr <= 0:
             raise ValueError(f"decoder_lr must be positive, got {self.decoder_lr}")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise ValueError(f"lr_schedule must be constant or cosine, got {self.lr_schedule!r}")
+        if not 0.0 <= self.lr_final_fraction <= 1.0:
+            raise ValueError(f"lr_final_fraction must be in [0, 1], got {self.lr_final_fraction}")
         if self.cache_dtype not in ("float16", "float32"):
             raise ValueError(f"cache_dtype must be float16 or float32, got {self.cache_dtype!r}")
         return self

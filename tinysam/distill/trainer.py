@@ -14,6 +14,7 @@ Data parallel: the models' entry points are methods (``encode_image``, ``decode_
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import time
@@ -145,6 +146,14 @@ def param_groups(student: nn.Module, cfg: TrainConfig) -> list[dict]:
     return [{"params": encoder, "lr": cfg.lr}, rest_group]
 
 
+def lr_factor(cfg: TrainConfig, step: int) -> float:
+    """Multiplier of every group's base learning rate at ``step`` (0-based) under ``cfg.lr_schedule``."""
+    if cfg.lr_schedule == "constant" or cfg.steps <= 1:
+        return 1.0
+    progress = min(step / (cfg.steps - 1), 1.0)
+    return cfg.lr_final_fraction + (1.0 - cfg.lr_final_fraction) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
 def _all_reduce_grads(params: list[nn.Parameter], world: int) -> None:
     grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
     flat = torch.cat([g.flatten() for g in grads])
@@ -254,6 +263,7 @@ def _train(cfg: TrainConfig, resume: bool, rank: int, world: int) -> dict:
         groups = param_groups(student, cfg)
         params = [p for g in groups for p in g["params"]]
     opt = torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    base_lrs = [g["lr"] for g in opt.param_groups]
     start = 0
     if resume:
         if not ckpt_path.exists():
@@ -294,9 +304,11 @@ def _train(cfg: TrainConfig, resume: bool, rank: int, world: int) -> dict:
         if world > 1:
             _all_reduce_grads(params, world)
             _average_buffers(student, world)
+        for group, base in zip(opt.param_groups, base_lrs):
+            group["lr"] = base * lr_factor(cfg, step)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        last = {"step": step + 1, **{k: v / max(n_img, 1) for k, v in sums.items()},
+        last = {"step": step + 1, **{k: v / max(n_img, 1) for k, v in sums.items()}, "lr": opt.param_groups[-1]["lr"],
                 "images": n_img, "prompts": n_prompts, "seconds": round(time.time() - t0, 3)}
         if rank == 0:
             if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
