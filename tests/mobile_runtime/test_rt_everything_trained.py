@@ -1,8 +1,12 @@
-"""Everything mode with the shipped trained student at the reference's DEFAULT filters.
+"""Everything mode with the shipped trained student, at filters its real masks pass.
 
 The runtime's dense and hierarchical generators over an fp32 ONNX package give `tinysam`'s masks
-(same count, each matched with IoU >= 0.99) on held-out mini-SA scenes, and the filters keep many
-masks, so the comparison means something (random weights leave almost nothing at these filters).
+(same count, each matched with IoU >= 0.99) on unseen mini-SA scenes, and the filters keep many
+masks, so the comparison means something (random weights leave almost nothing).
+
+The filters: the student's IoU head is honest about a model trained for minutes on the CPU (held-out
+box mIoU about 0.3 at 128 px), so SAM's defaults (predicted IoU 0.88, stability 0.95) keep nothing;
+at 0.4 / 0.8 about a dozen masks per scene pass (measured: 14 dense, 11-14 hierarchical).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from tinysam.defaults import find_default_weights
 from tinysam.hierarchical_mask_generator import SamHierarchicalMaskGenerator
 
 PPS = 16  # points per side: 256 dense prompts, enough for the small held-out scenes
+FILTERS = dict(points_per_side=PPS, pred_iou_thresh=0.4, stability_score_thresh=0.8)
 WEIGHTS = find_default_weights("tinysam")
 
 # Runs as soon as a trained student ships in tinysam/weights (see docs/training.md for why none does yet).
@@ -58,15 +63,13 @@ def _matched(mine: list[dict], ref: list[dict]) -> float:
 
 
 @pytest.mark.parametrize("mode", ["dense", "hierarchical"])
-def test_runtime_everything_equals_reference_at_default_filters(trained, scenes, mode: str) -> None:
+def test_runtime_everything_equals_reference_with_the_trained_student(trained, scenes, mode: str) -> None:
     model, session = trained
     total = 0
     for image in scenes:
-        if mode == "dense":
-            ref = SamAutomaticMaskGenerator(model, points_per_side=PPS).generate(image)
-        else:
-            ref = SamHierarchicalMaskGenerator(model, points_per_side=PPS).generate(image)
-        mine = EverythingGenerator(session, mode=mode, points_per_side=PPS).generate(image)
+        reference = SamAutomaticMaskGenerator if mode == "dense" else SamHierarchicalMaskGenerator
+        ref = reference(model, **FILTERS).generate(image)
+        mine = EverythingGenerator(session, mode=mode, **FILTERS).generate(image)
         _matched(mine, ref)
         total += len(ref)
-    assert total >= 8, f"only {total} masks pass the default filters: the shipped student is too weak"
+    assert total >= 12, f"only {total} masks pass the filters: the shipped student is too weak"
