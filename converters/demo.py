@@ -50,13 +50,17 @@ def run_demo(out_dir: str | Path, model_name: str = "tinysam", checkpoint: str |
     from calibration_data import default_photo
     from calibration_data.loaders import load_image
     from evaluation.overlay import render_overlay
-    from tinysam.defaults import resolve_default_weights
+    from tinysam.defaults import find_default_weights, resolve_default_weights
 
     say = progress or (lambda msg: None)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     photo = Path(image_path) if image_path else default_photo()
     image = load_image(photo)  # fail on a bad image before any slow work
+    shipped = find_default_weights(model_name) if checkpoint is None else None
+    # a shipped student may name the everything-mode filters its masks pass (its IoU head is calibrated
+    # to its own quality); otherwise SAM's defaults
+    filters = dict(shipped.meta.get("everything_filters", {})) if shipped else {}
     checkpoint, image_size, trained = resolve_default_weights(model_name, checkpoint, image_size)
     if not trained:
         say("note: no trained weights for this model; the demo uses a seeded UNTRAINED model, "
@@ -68,7 +72,7 @@ def run_demo(out_dir: str | Path, model_name: str = "tinysam", checkpoint: str |
     reference = _reference_mask(model_name, checkpoint, image_size, image, point)
     _save_png(out / "reference_point.png", render_overlay(image, [reference], point[None], np.array([1])))
     summary: dict = {"model": model_name, "trained": trained, "image": str(photo), "point": point.tolist(),
-                     "packages": []}
+                     "everything_filters": filters, "packages": []}
     # Everything mode runs on one package: the fastest CPU runtime that was built (the CoreML
     # emulator is a correctness tool, far too slow for a thousand prompts).
     everything_target = next((t for t in ("tflite", "onnx", "coreml") if t in {r.target for r in results}), None)
@@ -86,7 +90,7 @@ def run_demo(out_dir: str | Path, model_name: str = "tinysam", checkpoint: str |
         if res.target == everything_target:
             say(f"{res.target}: hierarchical everything mode")
             t0 = time.perf_counter()
-            records = mobile_runtime.EverythingGenerator(session, mode="hierarchical").generate(image)
+            records = mobile_runtime.EverythingGenerator(session, mode="hierarchical", **filters).generate(image)
             t_everything = time.perf_counter() - t0
             _save_png(out / f"{name}_everything.png", render_overlay(image, [r["segmentation"] for r in records]))
         entry = {"package": str(res.path), "size_bytes": res.size_bytes, "convert_seconds": round(res.seconds, 1),
