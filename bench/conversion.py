@@ -22,8 +22,9 @@ MARKER = "BENCH_RESULT "
 
 
 def child_command(model: str, target: str, precision: str, out_dir: Path, image_size: int | None,
-                  checkpoint: str | None, verify: bool) -> list[str]:
-    """The argv of one conversion subprocess."""
+                  checkpoint: str | None, verify: bool, untrained: bool = False) -> list[str]:
+    """The argv of one conversion subprocess (`untrained`: ignore shipped weights, as the bench's
+    reference model does)."""
     cmd = [sys.executable, "-m", "bench.conversion", "--model", model, "--target", target,
            "--precision", precision, "--out", str(out_dir)]
     if image_size is not None:
@@ -32,6 +33,8 @@ def child_command(model: str, target: str, precision: str, out_dir: Path, image_
         cmd += ["--checkpoint", str(checkpoint)]
     if not verify:
         cmd.append("--no-verify")
+    if untrained:
+        cmd.append("--untrained")
     return cmd
 
 
@@ -72,14 +75,14 @@ def run_one(cmd: list[str], timeout_s: float, log_path: Path) -> dict:
 
 def run_conversions(model: str, targets: list[str], precisions: list[str], out_dir: Path,
                     image_size: int | None, checkpoint: str | None, verify: bool, log_dir: Path,
-                    timeout_s: float = 3600.0, progress=None) -> dict:  # noqa: ANN001
+                    timeout_s: float = 3600.0, progress=None, untrained: bool = False) -> dict:  # noqa: ANN001
     """Conversion suite: one subprocess per target and precision, in order."""
     rows = []
     for target in targets:
         for precision in precisions:
             if progress:
                 progress(f"converting {model} -> {target}/{precision}")
-            cmd = child_command(model, target, precision, out_dir, image_size, checkpoint, verify)
+            cmd = child_command(model, target, precision, out_dir, image_size, checkpoint, verify, untrained)
             row = run_one(cmd, timeout_s, log_dir / f"convert-{target}-{precision}.log")
             rows.append({"target": target, "precision": precision, "command": " ".join(cmd[1:]), **row})
     return {"rows": rows, "verify": verify}
@@ -95,6 +98,7 @@ def _child(argv: list[str] | None = None) -> int:
     ap.add_argument("--image-size", type=int, default=None)
     ap.add_argument("--checkpoint", default=None)
     ap.add_argument("--no-verify", action="store_true")
+    ap.add_argument("--untrained", action="store_true")
     a = ap.parse_args(argv)
     from converters.logs import quiet_logs
 
@@ -103,7 +107,7 @@ def _child(argv: list[str] | None = None) -> int:
 
     try:
         res = convert(a.model, a.checkpoint, a.target, a.precision, a.out, verify=not a.no_verify,
-                      image_size=a.image_size)[0]
+                      image_size=a.image_size, untrained=a.untrained)[0]
     except (ParityError, ValueError) as exc:
         print(MARKER + json.dumps({"error": str(exc).splitlines()[0]}), flush=True)
         return 1

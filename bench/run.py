@@ -160,7 +160,7 @@ def run_bench(cfg: BenchConfig, progress=None) -> dict:  # noqa: ANN001
 
             res["conversion"] = run_conversions(cfg.model, list(cfg.targets), list(cfg.precisions), pkg_dir,
                                                 cfg.image_size, ckpt, cfg.verify, out / "logs",
-                                                cfg.conversion_timeout_s, say)
+                                                cfg.conversion_timeout_s, say, untrained=ckpt is None)
             tick("conversion")
         wanted = {(t, p) for t in cfg.targets for p in cfg.precisions}
         packages = [p for p in find_packages(pkg_dir)

@@ -128,11 +128,13 @@ def convert(model_name: str, checkpoint: str | Path | None = None, targets: str 
             precision: str = "fp32", out_dir: str | Path = "packages", calibration: str | Path | None = None,
             verify: bool = True, image_size: int | None = None, zip: bool = False,  # noqa: A002
             progress: Callable[[str], None] | None = None, mixed_plan: str = "auto",
-            max_iou_drop: float | None = None, max_size_mb: float | None = None) -> list[PackageResult]:
+            max_iou_drop: float | None = None, max_size_mb: float | None = None,
+            untrained: bool = False) -> list[PackageResult]:
     """Convert `model_name` to one package per target; each is parity-checked before it appears.
 
     Without `checkpoint`, the project's shipped trained weights for the model are used where they
-    exist (`tinysam.defaults`), else a seeded untrained model that every output marks as such.
+    exist (`tinysam.defaults`), else (or with `untrained`) a seeded untrained model that every output
+    marks as such.
 
     `calibration` (a directory of images): the parity check runs on its first (up to 4) images
     instead of the bundled photos. The int8/mixed packages quantize weights only.
@@ -162,7 +164,10 @@ def convert(model_name: str, checkpoint: str | Path | None = None, targets: str 
     say = progress or (lambda msg: None)
     from tinysam.defaults import resolve_default_weights
 
-    checkpoint, image_size, _ = resolve_default_weights(model_name, checkpoint, image_size)
+    if untrained and checkpoint is not None:
+        raise ValueError("give a checkpoint or ask for the untrained model, not both")
+    if not untrained:
+        checkpoint, image_size, _ = resolve_default_weights(model_name, checkpoint, image_size)
     say(f"building {model_name}" + (f" at {image_size}" if image_size else "")
         + (f" from {checkpoint}" if checkpoint else ""))
     model, info = load_model(model_name, checkpoint, image_size)
