@@ -6,7 +6,7 @@ masks, so the comparison means something (random weights leave almost nothing).
 
 The filters: the student's IoU head is honest about a model trained for minutes on the CPU (held-out
 box mIoU about 0.3 at 128 px), so SAM's defaults (predicted IoU 0.88, stability 0.95) keep nothing;
-at 0.4 / 0.8 about a dozen masks per scene pass (measured: 14 dense, 11-14 hierarchical).
+at 0.4 / 0.8 about ten masks per scene pass (measured: 8-9 dense, 10-17 hierarchical).
 """
 
 from __future__ import annotations
