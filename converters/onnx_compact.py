@@ -5,6 +5,9 @@ small parameters, and the int8 weight quantizer (MatMul/Gemm/Conv only) leaves t
 - TinyViT attention biases: `attention_biases[:, attention_bias_idxs]` ([heads, N, N] per block,
   4.9 MB float for TinySAM) -> `Gather(attention_biases, idxs, axis=1)` (table [heads, offsets],
   int32 index shared by the blocks of one window size);
+- SAM ViT relative-position lookups `rel_pos_h[rel_index_h]`, `rel_pos_w[rel_index_w]` ([q, k, C] per
+  block and axis; the int8 pre-processing folds them: 8.9 MB float for ViT-B at 1024, where the
+  tables are 0.2 MB) -> `Gather(rel_pos, rel_index, axis=0)`;
 - the decoder's dense positional encoding ([1, 256, E, E], 4.2 MB at 1024) -> the random Fourier
   features computed from the grid and the 2 x 128 Gaussian matrix (MatMul, Sin, Cos).
 
@@ -75,22 +78,33 @@ class _Graph:
         return out
 
 
-def _attention_biases(model: torch.nn.Module) -> list[Folded]:
+def _table_lookups(model: torch.nn.Module, kind: str, table_attr: str, index_attr: str, axis: int) -> list[Folded]:
+    """`table[index]` along `axis` for every module holding both tensors (`table_attr`, `index_attr`)."""
     out = []
     for name, mod in model.named_modules():
-        table, idx = getattr(mod, "attention_biases", None), getattr(mod, "attention_bias_idxs", None)
+        table, idx = getattr(mod, table_attr, None), getattr(mod, index_attr, None)
         if not isinstance(table, torch.Tensor) or not isinstance(idx, torch.Tensor):
             continue
         t = table.detach().float().numpy()
         i = idx.numpy().astype(np.int32)
-        value = t[:, i]
+        value = np.take(t, i, axis=axis)
 
         def build(g: _Graph, dtype, out_name: str, t=t, i=i, name=name) -> None:
-            data = g.init(f"{name}.attention_biases", t.astype(dtype))
-            g.node("Gather", [data, g.init("attention_bias_idxs", i)], out_name, axis=1)
+            data = g.init(f"{name}.{table_attr}", t.astype(dtype))
+            g.node("Gather", [data, g.init(index_attr, i)], out_name, axis=axis)
 
-        out.append(Folded("attention_bias", value, [(value, "same")], build))
+        out.append(Folded(kind, value, [(value, "same")], build))
     return out
+
+
+def _attention_biases(model: torch.nn.Module) -> list[Folded]:
+    """TinyViT: `attention_biases[:, attention_bias_idxs]` ([heads, N, N])."""
+    return _table_lookups(model, "attention_bias", "attention_biases", "attention_bias_idxs", axis=1)
+
+
+def _relative_positions(model: torch.nn.Module) -> list[Folded]:
+    """SAM ViT: `rel_pos_h[rel_index_h]` and `rel_pos_w[rel_index_w]` ([q, k, head_dim])."""
+    return [f for axis in "hw" for f in _table_lookups(model, "rel_pos", f"rel_pos_{axis}", f"rel_index_{axis}", 0)]
 
 
 def _dense_pe(model: torch.nn.Module) -> list[Folded]:
@@ -122,7 +136,8 @@ def _dense_pe(model: torch.nn.Module) -> list[Folded]:
 
 def folded_candidates(model: torch.nn.Module) -> list[Folded]:
     """Every tensor of `model` the exporter may fold into a large constant."""
-    return [f for f in _attention_biases(model) + _dense_pe(model) if f.value.nbytes >= MIN_BYTES]
+    found = _attention_biases(model) + _relative_positions(model) + _dense_pe(model)
+    return [f for f in found if f.value.nbytes >= MIN_BYTES]
 
 
 def _consts(graph) -> list[tuple[str, np.ndarray, object]]:

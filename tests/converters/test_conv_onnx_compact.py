@@ -61,3 +61,31 @@ def test_folded_dense_positional_encoding_computed_in_graph(tiny_model, tmp_path
     assert _float_consts(path, 256 * e * e) == 0
     for got, want in zip(_run(path, feeds), before):
         np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-4)
+
+
+def test_folded_relative_position_lookups_computed_in_graph(tmp_path):
+    """SAM ViT `rel_pos[rel_index]` lookups, folded by the int8 pre-processing, become gathers again."""
+    from onnxruntime.quantization import quant_pre_process
+
+    from tinysam.modeling.image_encoder import ImageEncoderViT
+
+    torch.manual_seed(0)
+    enc = ImageEncoderViT(img_size=128, embed_dim=128, depth=2, num_heads=2, out_chans=16, use_rel_pos=True,
+                          window_size=14, global_attn_indexes=(1,)).eval()
+    with torch.no_grad():  # zeros at init, as upstream: random, so each lookup has its own values
+        for name, p in enc.named_parameters():
+            if "rel_pos" in name:
+                p.copy_(torch.randn(p.shape))
+    raw, path = tmp_path / "enc_raw.onnx", tmp_path / "enc.onnx"
+    _torch_export(enc, (torch.randn(1, 3, 128, 128),), raw, ["image"], ["image_embeddings"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        quant_pre_process(str(raw), str(path), skip_symbolic_shape=True)  # folds the lookups, as int8 does
+    sizes = {"window": 14 * 14 * 64, "global": 8 * 8 * 64}  # [q, k, head_dim] per block and axis
+    assert {k: _float_consts(path, n) for k, n in sizes.items()} == {"window": 2, "global": 2}
+    x = {"image": np.random.default_rng(0).standard_normal((1, 3, 128, 128)).astype(np.float32)}
+    before = _run(path, x)[0]
+    assert compact_file(path, enc) == {"rel_pos": 4}
+    assert {k: _float_consts(path, n) for k, n in sizes.items()} == {"window": 0, "global": 0}
+    np.testing.assert_allclose(_run(path, x)[0], before, rtol=1e-6, atol=1e-6)  # a gather: the same values
+    assert compact_file(path, enc) == {}

@@ -347,3 +347,42 @@ def test_builder_program_ops_and_nested_blocks(tmp_path: Path) -> None:
         np.testing.assert_allclose(out[4], want_resized, rtol=1e-5, atol=1e-6)
         np.testing.assert_array_equal(out[5], x)
         np.testing.assert_array_equal(out[6], x[..., [5, 0, 1, 2, 3, 4]])
+
+
+def test_predict_drops_each_intermediate_after_its_last_reader(tmp_path: Path) -> None:
+    """Intermediates leave the run's environment after their last reader (a nested block counts);
+    outputs stay. Without this a 1024 px SAM ViT-B encoder keeps every activation (over 20 GB)."""
+    from coremltools.converters.mil import Builder as mb
+
+    @mb.program(input_specs=[mb.TensorSpec(shape=(2, 3))], opset_version=ct.target.iOS17)
+    def prog(x):  # noqa: ANN001, ANN202
+        a = mb.relu(x=x, name="a")  # read again only inside the cond's true branch
+        b = mb.mul(x=a, y=2.0, name="b")
+        c = mb.add(x=b, y=1.0, name="c")  # an output, and read by the cond
+        d = mb.cond(pred=mb.greater(x=mb.reduce_sum(x=c), y=0.0, name="p"),
+                    _true_fn=lambda: mb.mul(x=a, y=c, name="t"), _false_fn=lambda: mb.sub(x=a, y=1.0, name="f"),
+                    name="d")
+        return d, c
+
+    path = tmp_path / "release.mlpackage"
+    ct.convert(prog, convert_to="mlprogram", minimum_deployment_target=ct.target.iOS17,
+               compute_precision=ct.precision.FLOAT32).save(str(path))
+    model = load_mlpackage(path)
+    live: dict[str, set[str]] = {}  # op output -> variables of the run when the op starts
+    real = model._run_op
+
+    def spy(op, env):  # noqa: ANN001, ANN202
+        live[op.outputs[0][0]] = set(env) - set(model._consts)
+        return real(op, env)
+
+    model._run_op = spy
+    x = np.array([[1.0, -2.0, 3.0], [0.5, 4.0, -1.0]], np.float32)
+    out = model.predict({"x": x})
+    a = np.maximum(x, 0)
+    np.testing.assert_allclose(out["c"], 2 * a + 1)
+    np.testing.assert_allclose(out["d"], a * (2 * a + 1))
+    assert "b" in live["c"] and "b" not in live["d"]  # b's last reader is c
+    assert "a" in live["d"] and "x" not in live["b"]  # a is kept for the cond's branch; x dropped after relu
+    assert "c" in live["d"]
+    drops = {n for names in model._release for n in names}
+    assert not drops & set(model.output_names)

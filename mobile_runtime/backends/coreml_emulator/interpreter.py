@@ -6,6 +6,9 @@ the program declares for each output. In an fp16 program every intermediate is t
 to float16 after each op, which is where the bulk of fp16 error on device comes from; accumulation
 inside one op is float32 (the emulator does not model fp16 accumulators, so device fp16 results can
 differ somewhat more).
+
+Memory: `predict` drops each intermediate after the last op that reads it, so a run holds only the
+live tensors (a 1024 px SAM ViT-B encoder would otherwise keep every activation, tens of GB).
 """
 
 from __future__ import annotations
@@ -52,6 +55,36 @@ def _parse_block(spec: LoadedSpec, block: Any) -> tuple[list[_Op], list[str], li
     return ops, [i.name for i in block.inputs], list(block.outputs)
 
 
+def _reads(op: _Op) -> set[str]:
+    """Variables `op` reads: its own inputs and, for control flow, everything its nested blocks read
+    or return (a superset: names a block defines itself are harmless here)."""
+    names = {ref for bindings in op.inputs.values() for kind, ref in bindings if kind == "var"}
+    for ops, _, outs in op.blocks:
+        names.update(outs)
+        for inner in ops:
+            names |= _reads(inner)
+    return names
+
+
+def release_schedule(ops: list[_Op], keep: set[str]) -> list[tuple[str, ...]]:
+    """Per op index, the variables no later op reads (free to drop once that op has run).
+
+    A variable is dropped after its last reader, or right after the op that makes it when nothing
+    reads it; names in `keep` (the function's outputs) are never dropped.
+    """
+    last: dict[str, int] = {}
+    for i, op in enumerate(ops):
+        for name in _reads(op):
+            last[name] = i
+        for name, _ in op.outputs:
+            last.setdefault(name, i)
+    schedule: list[list[str]] = [[] for _ in ops]
+    for name, i in last.items():
+        if name not in keep:
+            schedule[i].append(name)
+    return [tuple(names) for names in schedule]
+
+
 def _cast_out(value: Any, tspec: TensorSpec) -> Any:
     if tspec.dtype is object or not isinstance(value, (np.ndarray, np.generic, int, float, bool)):
         return value
@@ -89,6 +122,7 @@ class EmulatedModel:
         self._out_dtypes = {f.name: FEATURE_DTYPES.get(f.type.multiArrayType.dataType)
                             for f in desc.output}
         self._consts = self._fold_constants()
+        self._release = release_schedule(self._ops, set(self._outputs))
 
     @property
     def op_types(self) -> list[str]:
@@ -187,9 +221,11 @@ class EmulatedModel:
             if tspec.shape and None not in tspec.shape and arr.shape != tuple(tspec.shape):
                 raise CoreMLEmulatorError(f"input '{name}' has shape {arr.shape}, model expects {want}")
             env[name] = _cast_out(arr, self._spec_for(tspec))
-        for op in self._ops:
+        for op, release in zip(self._ops, self._release, strict=True):
             if op.type != "const" and not op.type.startswith("constexpr_"):
                 self._run_op(op, env)
+            for name in release:  # only this run's reference: constants stay in self._consts
+                env.pop(name, None)
         result = {}
         for name, var in zip(self.output_names, self._outputs, strict=True):
             value = np.asarray(env[var])
