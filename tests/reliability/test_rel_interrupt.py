@@ -20,6 +20,12 @@ ROOT = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 
 
+def _default_sigint() -> None:
+    """Child preexec: a shell that starts the tests in the background ignores SIGINT for them, and a
+    Python started with SIGINT ignored never raises KeyboardInterrupt; give the child the default."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class _Stop(RuntimeError):
     pass
 
@@ -60,7 +66,8 @@ def test_sigint_during_cli_convert_leaves_nothing(tmp_path) -> None:
     out = tmp_path / "packages"
     proc = subprocess.Popen([sys.executable, str(ROOT / "cli.py"), "convert", "--model", "tinysam",
                              "--image-size", "128", "--target", "onnx", "--no-verify", "--out", str(out)],
-                            env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_default_sigint)
     try:
         found = _wait_for(".*partial-*/*", out, proc)  # the export has begun
         assert found, f"conversion never started writing: {proc.communicate()[1][-2000:]}"
@@ -87,7 +94,8 @@ def test_sigint_inside_atomic_package_removes_temp_dir(tmp_path) -> None:
             time.sleep(5)
             pkg.commit()
     """)
-    proc = subprocess.run([sys.executable, "-c", script], env=ENV, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run([sys.executable, "-c", script], env=ENV, capture_output=True, text=True, timeout=60,
+                          preexec_fn=_default_sigint)
     assert proc.returncode in (130, -signal.SIGINT), proc.stderr
     assert "KeyboardInterrupt" in proc.stderr
     tmp_dir = Path(proc.stdout.strip())
