@@ -90,6 +90,12 @@ class TrainConfig:
     # this many training images (a fresh model's 0/1 statistics make its features nearly useless).
     bn_calibration_images: int = 0
 
+    @property
+    def encoder_fixed(self) -> bool:
+        """True when the image encoder takes no gradient and stays in eval mode (``train_encoder``
+        off, or the ``warmup`` stage)."""
+        return not self.train_encoder or self.stage == "warmup"
+
     def validate(self) -> TrainConfig:
         """Raise ValueError naming the first bad field; return self."""
         if self.stage not in STAGES:

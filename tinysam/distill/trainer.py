@@ -77,8 +77,7 @@ def build_models(cfg: TrainConfig) -> tuple[nn.Module, nn.Module | None]:
         if cfg.init_decoder_from_teacher and cfg.student_checkpoint is None and cfg.stage == "kd":
             student.prompt_encoder.load_state_dict(teacher.prompt_encoder.state_dict())
             student.mask_decoder.load_state_dict(teacher.mask_decoder.state_dict())
-    fixed_encoder = not cfg.train_encoder or cfg.stage == "warmup"
-    return set_train_mode(student, cfg.freeze_batchnorm, fixed_encoder), teacher
+    return set_train_mode(student, cfg.freeze_batchnorm, cfg.encoder_fixed), teacher
 
 
 def _batchnorms(module: nn.Module) -> list[nn.Module]:
@@ -133,13 +132,13 @@ def build_cache(cfg: TrainConfig, teacher: nn.Module, records: list[Record], ran
 
 
 def param_groups(student: nn.Module, cfg: TrainConfig) -> list[dict]:
-    """Adam groups: the image encoder at ``lr`` (left out and frozen unless ``train_encoder``, and always
-    in the ``warmup`` stage), prompt encoder + mask decoder at ``decoder_lr``."""
+    """Adam groups: the image encoder at ``lr`` (left out and frozen if ``cfg.encoder_fixed``), prompt
+    encoder + mask decoder at ``decoder_lr``."""
     encoder = list(student.image_encoder.parameters())
     ids = {id(p) for p in encoder}
     rest = [p for p in student.parameters() if id(p) not in ids]
     rest_group = {"params": rest, "lr": cfg.decoder_lr or cfg.lr}
-    if not cfg.train_encoder or cfg.stage == "warmup":
+    if cfg.encoder_fixed:
         for p in encoder:
             p.requires_grad_(False)
         return [rest_group]
