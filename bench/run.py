@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SUITES = ("conversion", "sizes", "peak", "latency", "accuracy", "everything", "ptq")
 DEFAULT_SUITES = SUITES[:-1]  # ptq (bench/ptq.py) builds its own packages: run it by name
 ALL_TARGETS = ("onnx", "tflite", "coreml")
-ALL_PRECISIONS = ("fp32", "fp16", "int8", "mixed")
+ALL_PRECISIONS = ("fp32", "fp16", "int8", "mixed", "w8a8")
 
 
 @dataclass
@@ -40,6 +40,9 @@ class BenchConfig:
     precisions: tuple[str, ...] = ALL_PRECISIONS
     suites: tuple[str, ...] = DEFAULT_SUITES
     accuracy_images: int = 8
+    # accuracy + everything suites: the shipped weights' training size (None: image_size). Masks of a
+    # student trained at 128 px mean nothing at 1024, so its accuracy is measured where it was trained.
+    accuracy_size: int | None = None
     peak_sizes: tuple[int, ...] = (1024, 2048, 3072)
     verify: bool = True
     quick: bool = False
@@ -66,8 +69,9 @@ class BenchConfig:
             wrong = [v for v in values if v not in allowed]
             if wrong or not values:
                 raise ValueError(f"bad {name}(s) {wrong or values}; choose from {', '.join(allowed)}")
-        if self.image_size % 16 or self.image_size < 64:
-            raise ValueError(f"image size must be a multiple of 16 and at least 64, got {self.image_size}")
+        for size in (self.image_size, self.accuracy_size or self.image_size):
+            if size % 16 or size < 64:
+                raise ValueError(f"image size must be a multiple of 16 and at least 64, got {size}")
         if self.repeats < 1 or self.warmup < 0 or self.threads < 1 or self.accuracy_images < 1:
             raise ValueError("repeats, threads and accuracy images must be >= 1 and warmup >= 0")
         return self
@@ -78,7 +82,7 @@ class BenchConfig:
         args = ["python cli.py bench"] + (["--quick"] if self.quick else [])
         opts = (("--model", "model"), ("--image-size", "image_size"), ("--checkpoint", "checkpoint"),
                 ("--threads", "threads"), ("--repeats", "repeats"), ("--warmup", "warmup"),
-                ("--accuracy-images", "accuracy_images"))
+                ("--accuracy-images", "accuracy_images"), ("--accuracy-size", "accuracy_size"))
         args += [f"{flag} {getattr(self, k)}" for flag, k in opts if getattr(self, k) != getattr(d, k)]
         for flag, k in (("--targets", "targets"), ("--precisions", "precisions"), ("--suites", "suites")):
             if tuple(getattr(self, k)) != tuple(getattr(d, k)):
@@ -102,20 +106,38 @@ def resolve_checkpoint(cfg: BenchConfig) -> str | None:
     return str(found.path) if found is not None else None
 
 
+def accuracy_size(cfg: BenchConfig, checkpoint: str | None) -> int:
+    """Input size of the accuracy and everything suites: explicit, else the shipped weights' (not with --quick),
+    else image_size."""
+    if cfg.accuracy_size is not None:
+        return cfg.accuracy_size
+    if not cfg.quick and checkpoint is not None and cfg.checkpoint is None:  # the shipped weights: their own size
+        from tinysam.defaults import find_default_weights
+
+        found = find_default_weights(cfg.model)
+        if found is not None and found.image_size:
+            return int(found.image_size)
+    return cfg.image_size
+
+
 def find_packages(root: Path) -> list[Path]:
     """Package directories (with a manifest) directly under `root`, sorted."""
     return sorted(p for p in Path(root).iterdir() if (p / "manifest.json").is_file()) if Path(root).is_dir() else []
 
 
-def run_everything(cfg: BenchConfig, say) -> dict:  # noqa: ANN001
-    """Everything mode via `bench/everything_speed.py` (dense vs hierarchical, reference vs runtime)."""
+def run_everything(cfg: BenchConfig, size: int, say) -> dict:  # noqa: ANN001
+    """Everything mode via `bench/everything_speed.py` (dense vs hierarchical, reference vs runtime).
+
+    Its main case (a confident TinySAM) runs at min(image_size, 512); its student case at `size`.
+    """
     try:
         from bench import everything_speed as ev
     except ImportError as exc:
         return {"skipped": f"bench/everything_speed.py not available ({exc})"}
     if not callable(getattr(ev, "main", None)):
         return {"skipped": "bench/everything_speed.py has no main(argv)"}
-    argv = ["--image-size", str(cfg.image_size), "--repeats", str(min(cfg.repeats, 3)),
+    argv = ["--image-size", str(min(cfg.image_size, 512)), "--student-size", str(size),
+            "--repeats", str(min(cfg.repeats, 3)),
             "--out", str(Path(cfg.out_dir) / "everything_speed.json")]
     say("everything: bench/everything_speed.py " + " ".join(argv))
     result = ev.main(argv)
@@ -194,14 +216,29 @@ def run_bench(cfg: BenchConfig, progress=None) -> dict:  # noqa: ANN001
             res["latency"] = run_latency(sam, packages, cfg.image_size, cfg.warmup, cfg.repeats, cfg.threads,
                                          macs, peak, say)
             tick("latency")
+        acc_size = accuracy_size(cfg, ckpt)
         if "accuracy" in cfg.suites:
             from bench.accuracy import run_accuracy
 
-            res["accuracy"] = run_accuracy(sam, packages, cfg.accuracy_images, cfg.image_size, cfg.threads,
+            acc_sam, acc_packages = sam, packages
+            if acc_size != cfg.image_size:  # the same variants, converted again at the accuracy size
+                from bench.conversion import run_conversions
+
+                say(f"accuracy: converting every variant again at {acc_size} px")
+                acc_dir = pkg_dir / f"accuracy-{acc_size}"
+                conv = run_conversions(cfg.model, list(cfg.targets), list(cfg.precisions), acc_dir, acc_size, ckpt,
+                                       cfg.verify, out / "logs" / f"accuracy-{acc_size}", cfg.conversion_timeout_s,
+                                       say, untrained=ckpt is None)
+                failed = [f"{r['target']}/{r['precision']}" for r in conv["rows"] if "error" in r]
+                if failed:
+                    say(f"accuracy: conversion failed at {acc_size} px for {', '.join(failed)} (see logs)")
+                acc_sam, _ = load_model(cfg.model, ckpt, acc_size)
+                acc_packages = find_packages(acc_dir)
+            res["accuracy"] = run_accuracy(acc_sam, acc_packages, cfg.accuracy_images, acc_size, cfg.threads,
                                            progress=say)
             tick("accuracy")
         if "everything" in cfg.suites:
-            res["everything"] = run_everything(cfg, say)
+            res["everything"] = run_everything(cfg, acc_size, say)
             tick("everything")
         if "ptq" in cfg.suites:
             from bench.ptq import run_ptq

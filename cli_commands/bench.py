@@ -19,18 +19,20 @@ def _csv(value: str | None) -> tuple[str, ...] | None:
 @click.option("--checkpoint", default=None, help="Weights (default: shipped trained weights, else untrained).")
 @click.option("--untrained", is_flag=True, help="Ignore shipped weights: use the seeded untrained model.")
 @click.option("--targets", default=None, help="Comma list of onnx,tflite,coreml (default all).")
-@click.option("--precisions", default=None, help="Comma list of fp32,fp16,int8,mixed.")
+@click.option("--precisions", default=None, help="Comma list of fp32,fp16,int8,mixed,w8a8.")
 @click.option("--threads", type=click.IntRange(1), default=2, show_default=True)
 @click.option("--repeats", type=click.IntRange(1), default=None, help="Timed runs per row (median reported).")
 @click.option("--warmup", type=click.IntRange(0), default=None, help="Untimed runs first.")
 @click.option("--accuracy-images", type=click.IntRange(1), default=None, help="Images in the accuracy set.")
+@click.option("--accuracy-size", type=int, default=None, help="Input size of the accuracy and everything suites "
+              "(default: the shipped weights' training size, else --image-size).")
 @click.option("--no-verify", is_flag=True, help="Skip the parity check inside each conversion.")
 @click.option("--packages", default=None, help="Keep packages here (default: temporary); reused without "
               "the conversion suite.")
 @click.option("--out", default=None, help="Results directory (default bench/results).")
 @click.option("--no-benchmarks-md", is_flag=True, help="Do not regenerate BENCHMARKS.md.")
 def bench_cmd(quick, image_size, suites, model_name, checkpoint, untrained, targets, precisions, threads, repeats, warmup,  # noqa: ANN001
-              accuracy_images, no_verify, packages, out, no_benchmarks_md) -> None:
+              accuracy_images, accuracy_size, no_verify, packages, out, no_benchmarks_md) -> None:
     """Measure speed, size, conversion cost and accuracy of every variant; write results and BENCHMARKS.md."""
     from converters.logs import quiet_logs
 
@@ -38,7 +40,7 @@ def bench_cmd(quick, image_size, suites, model_name, checkpoint, untrained, targ
     from bench.run import BenchConfig, run_bench
 
     kw = dict(model=model_name, image_size=image_size, checkpoint=checkpoint, threads=threads, repeats=repeats,
-              warmup=warmup, accuracy_images=accuracy_images, suites=_csv(suites), targets=_csv(targets),
+              warmup=warmup, accuracy_images=accuracy_images, accuracy_size=accuracy_size, suites=_csv(suites), targets=_csv(targets),
               precisions=_csv(precisions), packages_dir=packages, out_dir=out)
     kw = {k: v for k, v in kw.items() if v is not None}
     if no_verify:

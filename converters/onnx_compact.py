@@ -29,6 +29,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from converters.onnx_large import save_onnx
+
 MIN_BYTES = 16 * 1024  # smaller folded consts are not worth a subgraph
 
 
@@ -224,6 +226,6 @@ def compact_file(path: Path, model: torch.nn.Module) -> dict[str, int]:
     nodes = g.new_nodes + [n for n in m.graph.node if not (n.op_type == "Constant" and n.output[0] in drop_nodes)]
     del m.graph.node[:]
     m.graph.node.extend(_topological(nodes))
-    onnx.checker.check_model(m)
-    onnx.save(m, str(path))
+    save_onnx(m, path)
+    onnx.checker.check_model(str(path))  # by path: the checker reads external data of large models from disk
     return replaced

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -10,6 +9,7 @@ from pathlib import Path
 import torch
 
 from converters.onnx_compact import compact_file
+from converters.onnx_large import copy_onnx, needs_external_data, save_onnx
 from converters.onnx_shared import SHARED_WEIGHTS, share_weights
 from converters.precision import onnx_nodes_to_exclude
 from converters.spec import DECODER_K, ExportSpec
@@ -45,20 +45,21 @@ def _convert_precision(src: Path, dst: Path, precision: str, plan: dict, work: P
     import onnx
 
     if precision == "fp32":
-        shutil.copyfile(src, dst)
+        copy_onnx(src, dst)
         return
     if precision == "fp16":
         from onnxruntime.transformers.float16 import convert_float_to_float16
 
-        model = convert_float_to_float16(onnx.load(str(src)), keep_io_types=True)
-        onnx.save(model, str(dst))
+        save_onnx(convert_float_to_float16(onnx.load(str(src)), keep_io_types=True), dst)
         return
     from onnxruntime.quantization import QuantType, quant_pre_process, quantize_dynamic
 
     pre = work / (src.stem + "_pre.onnx")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+        quant_pre_process(str(src), str(pre), skip_symbolic_shape=True,
+                          save_as_external_data=needs_external_data(onnx.load(str(src), load_external_data=False)),
+                          all_tensors_to_one_file=True)
     graph = onnx.load(str(pre)).graph
     exclude = onnx_nodes_to_exclude(plan, [(n.name, n.op_type) for n in graph.node])
     quantize_dynamic(str(pre), str(dst), weight_type=QuantType.QInt8, per_channel=True,

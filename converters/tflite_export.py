@@ -19,6 +19,7 @@ import torch
 from converters.onnx_export import decoder_sample
 from converters.precision import keep_float_ops, weight_rules
 from converters.spec import DECODER_K, ExportSpec
+from converters.tflite_compact import compact_tflite_biases
 from converters.wrappers import EncoderWrapper, decoder_module
 
 _FLOAT_CACHE: dict[tuple, bytes] = {}  # (model fingerprint, part) -> float .tflite bytes, last model only
@@ -206,6 +207,7 @@ def export_tflite(model: torch.nn.Module, spec: ExportSpec, out_dir: Path, plan:
     say(f"tflite: encoder -> {spec.precision}")
     lists = module_lists(model)
     _apply_precision(enc_fp32, out_dir / spec.encoder_file, spec.precision, plan, lists)
+    compact_tflite_biases(out_dir / spec.encoder_file, model)
 
     say("tflite: converting decoder (signatures " + ", ".join(f"k{k}" for k in DECODER_K) + ")")
     dec_fp32 = work / "decoder_fp32.tflite"

@@ -10,7 +10,8 @@ What LiteRT (ai-edge-quantizer 0.10.0, ai-edge-litert 2.3.0) can take, and what 
 - outputs: a static int8 FULLY_CONNECTED/CONV_2D also writes int8, so every such op requantizes
   its output with a calibrated (min/max) range, which the fake-quant model does not do.
 - twin-uniform operands (post-GELU fc2 inputs, post-softmax probabilities) and attention products
-  (BATCH_MATMUL, whose int8 form fails to prepare in LiteRT 2.3) stay float, as in the ONNX QDQ path.
+  (BATCH_MATMUL, whose int8 form fails to prepare in LiteRT 2.3) stay float, as in the ONNX QDQ path;
+  the fc2 layers keep int8 weights (explicit DEQUANTIZE, float compute), as the recipe has them.
 - the PT2E route (`litert_torch.quantize.pt2e_quantizer`) calibrates its own observers; it has no
   entry for given scales either.
 """
@@ -29,8 +30,8 @@ from converters.tflite_export import module_lists, quiet, tflite_module_regex
 QUANT_OPS = ("FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D")
 
 
-def layer_inputs(tflite_path: Path, qmodel: torch.nn.Module, prefix: str) -> dict[str, str]:
-    """Our calibrated uniform layers under `prefix` -> the LiteRT tensor that is their op's input."""
+def layer_inputs(tflite_path: Path, qmodel: torch.nn.Module, prefix: str, uniform: bool = True) -> dict[str, str]:
+    """Our calibrated layers under `prefix` whose input is uniform (else twin-uniform) -> their op's input tensor."""
     from ai_edge_litert.interpreter import Interpreter
 
     from tinysam.quant.qmodel import group_regex, quant_layers
@@ -49,7 +50,7 @@ def layer_inputs(tflite_path: Path, qmodel: torch.nn.Module, prefix: str) -> dic
         hits = [n for n in layers if rx[n].search(produced)]
         if hits:
             n = max(hits, key=len)  # the most specific layer path
-            if layers[n].a_kind == "uniform" and n not in out:
+            if (layers[n].a_kind == "uniform") == uniform and n not in out:
                 out[n] = names[op["inputs"][0]]
     return out
 
@@ -59,19 +60,31 @@ def quantize_tflite_w8a8(float_path: Path, out_path: Path, qmodel: torch.nn.Modu
                          signature: str = "serving_default") -> dict:
     """Write `out_path`: `float_path` with static int8 FC/CONV for our layers, activation scales ours.
 
-    `samples` calibrate the ranges LiteRT needs beyond our scales (the int8 outputs). Returns
-    {"layers": n, "ours": n tensors with our scale, "float_layers": [...]}.
+    Layers whose input is twin-uniform (post-GELU) get int8 weights with float compute (an explicit
+    DEQUANTIZE of the weights), as in the recipe: W8, activations kept float. `samples` calibrate
+    the ranges LiteRT needs beyond our scales (the int8 outputs). Returns {"layers": n,
+    "int8_layers": [...], "weight_only_layers": [...], "float_layers": [...]}.
     """
     from ai_edge_quantizer import qtyping, quantizer, recipe_manager
+    from ai_edge_quantizer.algorithm_manager import AlgorithmName
 
     from tinysam.quant.qmodel import group_regex, quant_layers
 
     inputs = layer_inputs(float_path, qmodel, prefix)
+    weight_only = layer_inputs(float_path, qmodel, prefix, uniform=False)
     if not inputs:
         raise ValueError(f"no LiteRT op of {float_path.name} matches a calibrated layer under {prefix!r}")
     layers = quant_layers(qmodel)
     lists = module_lists(qmodel)
     rm = recipe_manager.RecipeManager()
+    w8 = qtyping.OpQuantizationConfig(
+        weight_tensor_config=qtyping.TensorQuantizationConfig(
+            num_bits=8, symmetric=True, granularity=qtyping.QuantGranularity.CHANNELWISE),
+        compute_precision=qtyping.ComputePrecision.FLOAT, explicit_dequantize=True)
+    for n in weight_only:
+        for name in QUANT_OPS:
+            rm.add_quantization_config(tflite_module_regex(group_regex(n), lists), qtyping.TFLOperationName(name),
+                                       w8, AlgorithmName.MIN_MAX_UNIFORM_QUANT)
     for n in inputs:
         for name in QUANT_OPS:
             rm.add_static_config(tflite_module_regex(group_regex(n), lists), qtyping.TFLOperationName(name), 8, 8)
@@ -84,8 +97,9 @@ def quantize_tflite_w8a8(float_path: Path, out_path: Path, qmodel: torch.nn.Modu
             stats[tensor] = {"min": np.array(-128.0 * s, np.float32), "max": np.array(127.0 * s, np.float32)}
         q.quantize(stats, enable_progress_report=False).export_model(str(out_path), overwrite=True)
     skipped = [n for n, m in layers.items() if n.startswith(prefix) and m.calibrated and m.kind != "matmul"
-               and n not in inputs]
-    return {"layers": len(inputs), "int8_layers": list(inputs), "float_layers": skipped}
+               and n not in inputs and n not in weight_only]
+    return {"layers": len(inputs), "int8_layers": list(inputs), "weight_only_layers": list(weight_only),
+            "float_layers": skipped}
 
 
 @torch.no_grad()

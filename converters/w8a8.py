@@ -38,7 +38,6 @@ REASONS = {
     "twin_act": "its input uses the recipe's twin-uniform quantizer (post-GELU / post-softmax: two ranges "
                 "with different steps), which no int8 tensor (one scale) can hold",
     "litert_matmul": "attention product (BATCH_MATMUL): its int8 form fails to prepare in LiteRT 2.3",
-    "litert_twin": "twin-uniform input: a LiteRT static int8 FULLY_CONNECTED needs an int8 input with one scale",
     "litert_decoder": "LiteRT decoder kept fp32: converters/tflite_w8a8.py maps recipe layers to the tensors of "
                       "the encoder's single signature; the decoder file holds two signatures (k1, k16)",
     "litert_unmatched": "no LiteRT FULLY_CONNECTED/CONV_2D op matched this layer",
@@ -132,7 +131,8 @@ def layer_split(q: torch.nn.Module, target: str) -> dict:
 
     ONNX (QDQ) and CoreML (quantize/dequantize ops) hold every calibrated layer's int8 weights and
     every uniform activation; twin-uniform activations stay float. LiteRT's split is known only after
-    its quantizer ran (`converters.w8a8_export`), so here it lists the encoder candidates as W8A8.
+    its quantizer ran (`converters.w8a8_export`), so here it lists the encoder candidates (W8A8, and
+    W8 with float activations for twin-uniform inputs).
     """
     from tinysam.quant.qmodel import quant_layers
 
@@ -150,8 +150,6 @@ def layer_split(q: torch.nn.Module, target: str) -> dict:
             keep_float("litert_decoder", name)
         elif target == "tflite" and layer.kind == "matmul":
             keep_float("litert_matmul", name)
-        elif target == "tflite" and not uniform:
-            keep_float("litert_twin", name)
         elif layer.kind == "matmul":
             out[MATMUL_BOTH if uniform else MATMUL_B].append(name)
         else:

@@ -5,8 +5,9 @@ files, signatures and manifest `models` section as the float exporters, and retu
 (`converters.w8a8.layer_split` form) its files actually hold:
 - ONNX: the BN-folded float graphs of `q` with QuantizeLinear/DequantizeLinear carrying the recipe's
   scales (`tinysam.quant.onnx_qdq`), encoder and every decoder graph.
-- LiteRT: a static int8 encoder with the recipe's activation scales and snapped weights
-  (`converters.tflite_w8a8`) and the fp32 decoder.
+- LiteRT: a static int8 encoder with the recipe's activation scales and snapped weights (int8
+  weights with float compute where the input is twin-uniform; `converters.tflite_w8a8`) and the
+  fp32 decoder.
 - CoreML: `q` traced with torch's quantize/dequantize ops in place of its fake quantization;
   coremltools 9.0 turns them into `quantize`/`dequantize` ops (activations) and
   `constexpr_affine_dequantize` (weights) with exactly these scales.
@@ -80,6 +81,7 @@ def _onnx(q: torch.nn.Module, spec: ExportSpec, out_dir: Path, plan: dict, work:
 
 
 def _tflite(q: torch.nn.Module, spec: ExportSpec, out_dir: Path, work: Path, calibration, say) -> tuple[dict, dict]:
+    from converters.tflite_compact import compact_tflite_biases
     from converters.tflite_export import float_decoder, float_encoder, tflite_models
     from converters.tflite_w8a8 import quantize_tflite_w8a8, snapped_copy
     from converters.w8a8 import CALIBRATION_IMAGES
@@ -87,15 +89,18 @@ def _tflite(q: torch.nn.Module, spec: ExportSpec, out_dir: Path, work: Path, cal
 
     layers = layer_split(q, "tflite")
     say("tflite: converting the encoder with weights on the recipe's grid")
-    snapped = snapped_copy(q, layers[W8A8])
+    snapped = snapped_copy(q, layers[W8A8] + layers[W8_AFLOAT])
     enc_float = work / "encoder_snapped_fp32.tflite"
     float_encoder(snapped, spec, enc_float)
     say("tflite: encoder -> static int8 with the recipe's activation scales")
     n = getattr(q, "recipe_calibration", {}).get("images", CALIBRATION_IMAGES)  # the search's own images
     cal = make_samples(q, load_calibration_images(calibration, n))
     info = quantize_tflite_w8a8(enc_float, out_dir / spec.encoder_file, q, [{"args_0": s.image.numpy()} for s in cal])
-    unmatched = [n for n in layers[W8A8] if n not in info["int8_layers"]]
+    compact_tflite_biases(out_dir / spec.encoder_file, q)
+    unmatched = [n for n in layers[W8A8] + layers[W8_AFLOAT]
+                 if n not in info["int8_layers"] + info["weight_only_layers"]]
     layers[W8A8] = [n for n in layers[W8A8] if n in info["int8_layers"]]
+    layers[W8_AFLOAT] = [n for n in layers[W8_AFLOAT] if n in info["weight_only_layers"]]
     if unmatched:
         layers[FLOAT][REASONS["litert_unmatched"]] = unmatched
     say("tflite: converting the decoder (fp32)")

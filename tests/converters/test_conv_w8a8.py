@@ -208,6 +208,9 @@ def test_tflite_w8a8_package(w8a8_setup, tmp_path):
     assert sum(d["dtype"] == np.int8 for d in details) > 50
     plan = json.loads((res.path / "manifest.json").read_text())["precision_plan"]
     assert len(plan["layers"][W8A8]) > 30 and not plan["layers"][MATMUL_BOTH]
+    assert "image_encoder.layers.1.blocks.0.mlp.fc2" in plan["layers"][W8_AFLOAT]  # int8 weights, float input
+    ops = Interpreter(str(res.path / "encoder.tflite"))._get_ops_details()  # noqa: SLF001
+    assert sum(o["op_name"] == "DEQUANTIZE" for o in ops) > len(plan["layers"][W8_AFLOAT])
     reasons = " ".join(plan["layers"][FLOAT])
     assert "BATCH_MATMUL" in reasons and "decoder kept fp32" in reasons
     session = load_package(res.path)

@@ -201,6 +201,10 @@ class Attention(nn.Module):
         """Bias table gathered to [heads, N, N] (differentiable)."""
         return self.attention_biases[:, self.attention_bias_idxs]
 
+    def bias(self) -> torch.Tensor:
+        """The [heads, N, N] bias this forward adds: gathered when training, else the cache."""
+        return self.gathered_bias() if self.training else self.bias_cache
+
     @torch.no_grad()
     def refresh_bias_cache(self) -> None:
         """Recompute the eval-mode bias cache from the current `attention_biases`."""
@@ -218,8 +222,7 @@ class Attention(nn.Module):
         qkv = self.qkv(self.norm(x)).view(b, n, self.num_heads, 3 * self.key_dim)
         q, k, v = qkv.split([self.key_dim, self.key_dim, self.key_dim], dim=3)
         q, k, v = q.permute(0, 2, 1, 3), k.permute(0, 2, 1, 3), v.permute(0, 2, 1, 3)
-        bias = self.gathered_bias() if self.training else self.bias_cache
-        attn = (q @ k.transpose(-2, -1)) * self.scale + bias
+        attn = (q @ k.transpose(-2, -1)) * self.scale + self.bias()
         attn = attn.softmax(dim=-1)
         out = (attn @ v).transpose(1, 2).reshape(b, n, self.dh)
         return self.proj(out)

@@ -32,8 +32,7 @@ class QTinyViTAttention(tiny_vit.Attention):
         qkv = self.qkv(self.norm(x)).view(b, n, self.num_heads, 3 * self.key_dim)
         q, k, v = qkv.split([self.key_dim, self.key_dim, self.key_dim], dim=3)
         q, k, v = q.permute(0, 2, 1, 3), k.permute(0, 2, 1, 3), v.permute(0, 2, 1, 3)
-        bias = self.gathered_bias() if self.training else self.bias_cache
-        attn = self.matmul_qk(q, k.transpose(-2, -1)) * self.scale + bias
+        attn = self.matmul_qk(q, k.transpose(-2, -1)) * self.scale + self.bias()
         attn = attn.softmax(dim=-1)
         out = self.matmul_av(attn, v).transpose(1, 2).reshape(b, n, self.dh)
         return self.proj(out)
