@@ -117,5 +117,5 @@ def run_accuracy(model, packages: list[Path], n_images: int, image_size: int, th
             continue
         label = {"onnx": "onnxruntime", "tflite": "litert", "coreml": "coreml-emulator"}[manifest["target"]]
         rows.append({"backend": label, "precision": manifest["precision"], "package": name, **summarize(res, ref)})
-    return {"data": data, "images": len(samples), "rows": rows, "skipped": skipped,
+    return {"data": data, "images": len(samples), "image_size": image_size, "rows": rows, "skipped": skipped,
             "protocol": "1/3 simulated clicks (evaluation.clicks), box = GT box; best of 3 by predicted IoU"}

@@ -149,7 +149,9 @@ def accuracy_md(acc: dict) -> str:
     head = ["backend", "precision", "instances", "mIoU 1pt", "mIoU 3pt", "mIoU box", "worst drop vs torch fp32",
             "agreement 1pt", "agreement box"]
     skipped = "".join(f"\n- {s['package']}: {s['reason']}" for s in acc.get("skipped", []))
-    return f"Data: {acc['data']}.\n\n" + md_table(head, rows) + (f"\n\nNot evaluated:{skipped}" if skipped else "")
+    size = (f" Models and packages at {acc['image_size']} px (converted for this suite; the shipped weights were "
+            "trained at this size)." if acc.get("image_size") else "")
+    return f"Data: {acc['data']}.{size}\n\n" + md_table(head, rows) + (f"\n\nNot evaluated:{skipped}" if skipped else "")
 
 
 def targets_md(targets: list[dict]) -> str:

@@ -269,7 +269,10 @@ def _write_outputs(res: dict, out: Path, cfg: BenchConfig) -> None:
     title = f"{meta['model']} @ {meta['image_size']}, {meta['threads']} threads, run {meta['run_id']}"
     torch_bytes = 4 * res["model_info"]["parameters"]["total"] if res.get("model_info") else None
     pts = plots.variant_points(res.get("latency"), res.get("sizes"), res.get("accuracy"), torch_bytes)
-    for made in (plots.plot_tradeoffs(pts, out / "accuracy_tradeoffs.png", title),
+    acc_size = (res.get("accuracy") or {}).get("image_size")
+    acc_title = title if acc_size in (None, meta["image_size"]) else \
+        f"{title}; latency and size at {meta['image_size']} px, mIoU at {acc_size} px"
+    for made in (plots.plot_tradeoffs(pts, out / "accuracy_tradeoffs.png", acc_title),
                  plots.plot_latency(res.get("latency"), out / "latency_speedup.png", title)):
         if made is not None:
             meta["plots"].append(str(made))
