@@ -8,7 +8,8 @@ What LiteRT (ai-edge-quantizer 0.10.0, ai-edge-litert 2.3.0) can take, and what 
   itself (`tensor_zp_scale_from_min_max`). `snapped_copy` puts the weights on the recipe's grid
   before conversion, so that the max-based scale is the recipe's (see there).
 - outputs: a static int8 FULLY_CONNECTED/CONV_2D also writes int8, so every such op requantizes
-  its output with a calibrated (min/max) range, which the fake-quant model does not do.
+  its output with a calibrated range (min/max over the calibration images, `output_ranges`), which
+  the fake-quant model does not do.
 - twin-uniform operands (post-GELU fc2 inputs, post-softmax probabilities) and attention products
   (BATCH_MATMUL, whose int8 form fails to prepare in LiteRT 2.3) stay float, as in the ONNX QDQ path;
   the fc2 layers keep int8 weights (explicit DEQUANTIZE, float compute), as the recipe has them.
@@ -30,8 +31,9 @@ from converters.tflite_export import module_lists, quiet, tflite_module_regex
 QUANT_OPS = ("FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D")
 
 
-def layer_inputs(tflite_path: Path, qmodel: torch.nn.Module, prefix: str, uniform: bool = True) -> dict[str, str]:
-    """Our calibrated layers under `prefix` whose input is uniform (else twin-uniform) -> their op's input tensor."""
+def layer_ops(tflite_path: Path, qmodel: torch.nn.Module, prefix: str, uniform: bool = True) -> dict[str, tuple]:
+    """Our calibrated layers under `prefix` whose input is uniform (else twin-uniform) -> (input, output)
+    tensor names of their LiteRT op."""
     from ai_edge_litert.interpreter import Interpreter
 
     from tinysam.quant.qmodel import group_regex, quant_layers
@@ -42,7 +44,7 @@ def layer_inputs(tflite_path: Path, qmodel: torch.nn.Module, prefix: str, unifor
     layers = {n: m for n, m in quant_layers(qmodel).items()
               if n.startswith(prefix) and m.calibrated and m.kind != "matmul"}
     rx = {n: re.compile(tflite_module_regex(group_regex(n), lists)) for n in layers}
-    out: dict[str, str] = {}
+    out: dict[str, tuple] = {}
     for op in it._get_ops_details():  # noqa: SLF001 - the interpreter's only op listing
         if op["op_name"] not in QUANT_OPS:
             continue
@@ -51,13 +53,48 @@ def layer_inputs(tflite_path: Path, qmodel: torch.nn.Module, prefix: str, unifor
         if hits:
             n = max(hits, key=len)  # the most specific layer path
             if (layers[n].a_kind == "uniform") == uniform and n not in out:
-                out[n] = names[op["inputs"][0]]
+                out[n] = (names[op["inputs"][0]], produced)
     return out
 
 
+def output_ranges(tflite_path: Path, tensors: list[str], samples: list[dict[str, np.ndarray]]) -> dict[str, dict]:
+    """min/max of the named intermediate tensors over `samples` ({tensor: {"min", "max"}}).
+
+    The tensors are made outputs of a copy of the graph, so a plain interpreter keeps just them.
+    ai-edge-quantizer's own calibrator keeps every intermediate instead (and copies it), which
+    took a 1024 px TinySAM encoder conversion to 15 GB.
+    """
+    import tempfile
+
+    from ai_edge_litert.interpreter import Interpreter
+    from ai_edge_litert.tools import flatbuffer_utils as fb
+
+    fm = fb.read_model(str(tflite_path))
+    sg = fm.subgraphs[0]
+    index = {(t.name.decode() if isinstance(t.name, bytes) else t.name): i for i, t in enumerate(sg.tensors)}
+    wanted = [index[n] for n in tensors]
+    sg.outputs = list(sg.outputs) + [i for i in wanted if i not in list(sg.outputs)]
+    with tempfile.TemporaryDirectory(prefix="litert-ranges-") as tmp:
+        path = Path(tmp) / "ranges.tflite"
+        fb.write_model(fm, str(path))
+        it = Interpreter(model_path=str(path))
+        it.allocate_tensors()
+        (inp,) = it.get_input_details()
+        lo: dict[str, float] = {}
+        hi: dict[str, float] = {}
+        for sample in samples:
+            it.set_tensor(inp["index"], next(iter(sample.values())))
+            it.invoke()
+            for name, i in zip(tensors, wanted):
+                a = it.get_tensor(i)
+                lo[name] = min(lo.get(name, np.inf), float(a.min()))
+                hi[name] = max(hi.get(name, -np.inf), float(a.max()))
+        del it
+    return {n: {"min": np.array(lo[n], np.float32), "max": np.array(hi[n], np.float32)} for n in tensors}
+
+
 def quantize_tflite_w8a8(float_path: Path, out_path: Path, qmodel: torch.nn.Module,
-                         samples: list[dict[str, np.ndarray]], prefix: str = "image_encoder",
-                         signature: str = "serving_default") -> dict:
+                         samples: list[dict[str, np.ndarray]], prefix: str = "image_encoder") -> dict:
     """Write `out_path`: `float_path` with static int8 FC/CONV for our layers, activation scales ours.
 
     Layers whose input is twin-uniform (post-GELU) get int8 weights with float compute (an explicit
@@ -70,8 +107,9 @@ def quantize_tflite_w8a8(float_path: Path, out_path: Path, qmodel: torch.nn.Modu
 
     from tinysam.quant.qmodel import group_regex, quant_layers
 
-    inputs = layer_inputs(float_path, qmodel, prefix)
-    weight_only = layer_inputs(float_path, qmodel, prefix, uniform=False)
+    ops = layer_ops(float_path, qmodel, prefix)
+    inputs = {n: io[0] for n, io in ops.items()}
+    weight_only = layer_ops(float_path, qmodel, prefix, uniform=False)
     if not inputs:
         raise ValueError(f"no LiteRT op of {float_path.name} matches a calibrated layer under {prefix!r}")
     layers = quant_layers(qmodel)
@@ -91,7 +129,7 @@ def quantize_tflite_w8a8(float_path: Path, out_path: Path, qmodel: torch.nn.Modu
     with quiet():
         q = quantizer.Quantizer(str(float_path))
         q.load_quantization_recipe(rm.get_quantization_recipe())
-        stats = q.calibrate({signature: samples})
+        stats = output_ranges(float_path, sorted({io[1] for io in ops.values()}), samples)
         for n, tensor in inputs.items():
             s = float(layers[n].a_scale)
             stats[tensor] = {"min": np.array(-128.0 * s, np.float32), "max": np.array(127.0 * s, np.float32)}
