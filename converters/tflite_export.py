@@ -96,8 +96,9 @@ def tflite_module_regex(pattern: str, lists: set[str] | None = None) -> str:
     return out + (r"(?=[/;]|$)" if whole else "")
 
 
-def _recipe(precision: str, plan: dict, lists: set[str] | None = None):
-    """An ai-edge-quantizer recipe for `precision` under `plan` (None for fp32); `lists`: see tflite_module_regex."""
+def _recipe(precision: str, plan: dict, lists: set[str] | None = None, names: list[str] | None = None):
+    """An ai-edge-quantizer recipe for `precision` under `plan` (None for fp32); `lists`: see
+    tflite_module_regex; `names`: the file's tensor names (`file_module_regex`)."""
     from ai_edge_quantizer import qtyping, recipe_manager
     from ai_edge_quantizer.algorithm_manager import AlgorithmName
 
@@ -123,7 +124,7 @@ def _recipe(precision: str, plan: dict, lists: set[str] | None = None):
     for rule in weight_rules(plan):
         if "module" not in rule:
             continue
-        rx = tflite_module_regex(rule["module"], lists)
+        rx = file_module_regex(rule["module"], names or [], lists)
         rm.add_quantization_config(rx, op.ALL_SUPPORTED, None, AlgorithmName.NO_QUANTIZE)
         if rule.get("precision") == "fp16":  # kept layers of a measured plan: fp16 weights, float compute
             for name in WEIGHT_OPS:
@@ -132,7 +133,7 @@ def _recipe(precision: str, plan: dict, lists: set[str] | None = None):
 
 
 def _apply_precision(src: Path, dst: Path, precision: str, plan: dict, lists: set[str] | None = None) -> None:
-    recipe = _recipe(precision, plan, lists)
+    recipe = _recipe(precision, plan, lists, tensor_names(src))
     if recipe is None:
         shutil.copyfile(src, dst)
         return
@@ -218,10 +219,22 @@ def export_tflite(model: torch.nn.Module, spec: ExportSpec, out_dir: Path, plan:
 
 
 def tensor_names(path: Path) -> list[str]:
-    """All tensor names of a .tflite file (to check which layers a plan matched)."""
-    from ai_edge_litert.interpreter import Interpreter
+    """All tensor names of a .tflite file, every subgraph (to check which layers a plan matched)."""
+    from ai_edge_litert.tools import flatbuffer_utils as fb
 
-    return [d["name"] for d in Interpreter(str(path)).get_tensor_details()]
+    return [t.name.decode() if isinstance(t.name, bytes) else t.name
+            for sg in fb.read_model(str(path)).subgraphs for t in sg.tensors]
+
+
+def file_module_regex(pattern: str, names: list[str], lists: set[str] | None = None) -> str:
+    """`tflite_module_regex(pattern)`, or, when no tensor of the file (`names`) matches it, the regex of
+    the pattern without its first module: the decoder wrapper calls into the model's parts, so the
+    decoder's tensor names carry no `mask_decoder` / `prompt_encoder` scope."""
+    rx = tflite_module_regex(pattern, lists)
+    if matches(rx, names) or r"\." not in pattern:
+        return rx
+    inner = None if lists is None else {p.split(".", 1)[1] for p in lists if "." in p}
+    return tflite_module_regex(pattern.split(r"\.", 1)[1], inner)
 
 
 def matches(regex: str, names: list[str]) -> list[str]:

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from converters.tflite_export import module_lists, quiet, tflite_module_regex
+from converters.tflite_export import file_module_regex, module_lists, quiet, tensor_names, tflite_module_regex
 
 QUANT_OPS = ("FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D")
 
@@ -161,3 +161,56 @@ def snapped_copy(qmodel: torch.nn.Module, names: list[str]) -> torch.nn.Module:
         scale = channel_view(layer.w_scale.clamp_min(1e-12), layer.weight.dim(), layer.weight_axis)
         layer.weight.copy_(torch.clamp(torch.round(layer.weight / scale), -127, 127) * scale)
     return out
+
+
+# ai-edge-quantizer op name -> LiteRT schema op name
+WEIGHT_ONLY_OPS = {"FULLY_CONNECTED": "FULLY_CONNECTED", "CONV_2D": "CONV_2D",
+                   "DEPTHWISE_CONV_2D": "DEPTHWISE_CONV_2D", "CONV_2D_TRANSPOSE": "TRANSPOSE_CONV"}
+
+
+def weight_only_int8(float_path: Path, out_path: Path, qmodel: torch.nn.Module, names: list[str]) -> list[str]:
+    """Write `out_path`: `float_path` (any number of signatures) with int8 weights and float compute
+    for the layers `names`; returns the names whose op now reads int8 weights.
+
+    No calibration is needed (activations stay float), so this works on the two-signature decoder.
+    With weights snapped to the recipe's grid (`snapped_copy`), LiteRT's max-based scales are the recipe's.
+    """
+    from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_litert.tools import flatbuffer_utils as fb
+    from ai_edge_quantizer import qtyping, quantizer, recipe_manager
+    from ai_edge_quantizer.algorithm_manager import AlgorithmName
+
+    from tinysam.quant.qmodel import group_regex
+
+    lists = module_lists(qmodel)
+    in_file = tensor_names(float_path)
+    rx = {n: file_module_regex(group_regex(n), in_file, lists) for n in names}
+    w8 = qtyping.OpQuantizationConfig(
+        weight_tensor_config=qtyping.TensorQuantizationConfig(
+            num_bits=8, symmetric=True, granularity=qtyping.QuantGranularity.CHANNELWISE),
+        compute_precision=qtyping.ComputePrecision.FLOAT, explicit_dequantize=True)
+    rm = recipe_manager.RecipeManager()
+    for n in names:
+        for op in WEIGHT_ONLY_OPS:
+            rm.add_quantization_config(rx[n], qtyping.TFLOperationName(op), w8, AlgorithmName.MIN_MAX_UNIFORM_QUANT)
+    with quiet():
+        q = quantizer.Quantizer(str(float_path))
+        q.load_quantization_recipe(rm.get_quantization_recipe())
+        q.quantize(enable_progress_report=False).export_model(str(out_path), overwrite=True)
+    fm = fb.read_model(str(out_path))
+    codes = {getattr(schema.BuiltinOperator, op) for op in WEIGHT_ONLY_OPS.values()}
+    int8_out: list[str] = []  # output tensor names of weight ops that read (dequantized) int8 weights
+    for sg in fm.subgraphs:
+        producer = {o: op for op in sg.operators for o in op.outputs}
+        for op in sg.operators:
+            oc = fm.operatorCodes[op.opcodeIndex]
+            if max(oc.builtinCode, oc.deprecatedBuiltinCode) not in codes:
+                continue
+            w = sg.tensors[op.inputs[1]]
+            src = producer.get(op.inputs[1])  # explicit dequantize: DEQUANTIZE(int8 constant) -> weight
+            if src is not None:
+                w = sg.tensors[src.inputs[0]]
+            if w.type == schema.TensorType.INT8:
+                name = sg.tensors[op.outputs[0]].name
+                int8_out.append(name.decode() if isinstance(name, bytes) else name)
+    return [n for n in names if any(re.search(rx[n], t) for t in int8_out)]

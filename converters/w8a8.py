@@ -38,8 +38,9 @@ REASONS = {
     "twin_act": "its input uses the recipe's twin-uniform quantizer (post-GELU / post-softmax: two ranges "
                 "with different steps), which no int8 tensor (one scale) can hold",
     "litert_matmul": "attention product (BATCH_MATMUL): its int8 form fails to prepare in LiteRT 2.3",
-    "litert_decoder": "LiteRT decoder kept fp32: converters/tflite_w8a8.py maps recipe layers to the tensors of "
-                      "the encoder's single signature; the decoder file holds two signatures (k1, k16)",
+    "litert_decoder": "LiteRT decoder: int8 weights, float activations: converters/tflite_w8a8.py sets the "
+                      "recipe's activation scales on the tensors of one signature, and the decoder file holds "
+                      "two (k1, k16)",
     "litert_unmatched": "no LiteRT FULLY_CONNECTED/CONV_2D op matched this layer",
 }
 
@@ -131,8 +132,8 @@ def layer_split(q: torch.nn.Module, target: str) -> dict:
 
     ONNX (QDQ) and CoreML (quantize/dequantize ops) hold every calibrated layer's int8 weights and
     every uniform activation; twin-uniform activations stay float. LiteRT's split is known only after
-    its quantizer ran (`converters.w8a8_export`), so here it lists the encoder candidates (W8A8, and
-    W8 with float activations for twin-uniform inputs).
+    its quantizer ran (`converters.w8a8_export`), so here it lists the candidates: W8A8 for the
+    encoder's uniform inputs, W8 with float activations for twin-uniform inputs and the decoder.
     """
     from tinysam.quant.qmodel import quant_layers
 
@@ -146,14 +147,13 @@ def layer_split(q: torch.nn.Module, target: str) -> dict:
         uniform = layer.a_kind == "uniform"
         if not layer.calibrated:
             keep_float("uncalibrated", name)
-        elif target == "tflite" and not name.startswith("image_encoder."):
-            keep_float("litert_decoder", name)
         elif target == "tflite" and layer.kind == "matmul":
             keep_float("litert_matmul", name)
         elif layer.kind == "matmul":
             out[MATMUL_BOTH if uniform else MATMUL_B].append(name)
-        else:
-            out[W8A8 if uniform else W8_AFLOAT].append(name)
+        else:  # LiteRT's two-signature decoder takes int8 weights only (REASONS["litert_decoder"])
+            act_int8 = uniform and not (target == "tflite" and not name.startswith("image_encoder."))
+            out[W8A8 if act_int8 else W8_AFLOAT].append(name)
     return out
 
 
@@ -177,8 +177,12 @@ def package_reference(q: torch.nn.Module, layers: dict) -> torch.nn.Module:
 def w8a8_plan(q: torch.nn.Module, layers: dict, target: str) -> dict:
     """The manifest's precision plan of a W8A8 package (`applied` is added by `converters.precision`)."""
     from converters.precision import precision_plan
+    from tinysam.quant.qmodel import quant_layers
 
     plan = precision_plan("w8a8")
+    kinds = {n: m.a_kind for n, m in quant_layers(q).items()}
+    twin = [n for n in layers.get(W8_AFLOAT, []) if kinds.get(n) != "uniform"]
+    other = [n for n in layers.get(W8_AFLOAT, []) if kinds.get(n) == "uniform"]  # LiteRT's decoder layers
     counts = {c: len(layers.get(c, [])) for c in INT8_CATEGORIES}
     counts[FLOAT] = sum(len(v) for v in layers.get(FLOAT, {}).values())
     plan.update(
@@ -186,10 +190,12 @@ def w8a8_plan(q: torch.nn.Module, layers: dict, target: str) -> dict:
                 "scales_file": SCALES_FILE,
                 "calibration": getattr(q, "recipe_calibration", None)},  # None: scales given by the caller
         layer_counts=counts, layers=layers,
-        keep_float=[{"layers": len(layers[cat]), "scope": "activations", "operand": operand,
-                     "reason": REASONS["twin_act"] + "; the weights / other operand are int8"}
-                    for cat, operand in ((W8_AFLOAT, "input (post-GELU)"), (MATMUL_B, "A (post-softmax)"))
-                    if layers.get(cat)]
+        keep_float=[{"layers": len(names), "scope": "activations", "operand": operand, "reason": reason}
+                    for names, operand, reason in (
+                        (twin, "input (post-GELU)", REASONS["twin_act"] + "; the weights are int8"),
+                        (layers.get(MATMUL_B, []), "A (post-softmax)", REASONS["twin_act"] + "; operand B is int8"),
+                        (other, "input", REASONS["litert_decoder"]))
+                    if names]
         + [{"layers": len(names), "reason": reason} for reason, names in layers.get(FLOAT, {}).items()]
         + [{"ops": "LayerNorm, softmax, GELU, residual and relative-position adds, the decoder's final "
                     "hypernetwork product", "reason": "float in the recipe itself (not quantized layers)"}],

@@ -6,8 +6,8 @@ files, signatures and manifest `models` section as the float exporters, and retu
 - ONNX: the BN-folded float graphs of `q` with QuantizeLinear/DequantizeLinear carrying the recipe's
   scales (`tinysam.quant.onnx_qdq`), encoder and every decoder graph.
 - LiteRT: a static int8 encoder with the recipe's activation scales and snapped weights (int8
-  weights with float compute where the input is twin-uniform; `converters.tflite_w8a8`) and the
-  fp32 decoder.
+  weights with float compute where the input is twin-uniform; `converters.tflite_w8a8`), and the
+  decoder with the recipe's int8 weights and float activations.
 - CoreML: `q` traced with torch's quantize/dequantize ops in place of its fake quantization;
   coremltools 9.0 turns them into `quantize`/`dequantize` ops (activations) and
   `constexpr_affine_dequantize` (weights) with exactly these scales.
@@ -83,7 +83,7 @@ def _onnx(q: torch.nn.Module, spec: ExportSpec, out_dir: Path, plan: dict, work:
 def _tflite(q: torch.nn.Module, spec: ExportSpec, out_dir: Path, work: Path, calibration, say) -> tuple[dict, dict]:
     from converters.tflite_compact import compact_tflite_biases
     from converters.tflite_export import float_decoder, float_encoder, tflite_models
-    from converters.tflite_w8a8 import quantize_tflite_w8a8, snapped_copy
+    from converters.tflite_w8a8 import quantize_tflite_w8a8, snapped_copy, weight_only_int8
     from converters.w8a8 import CALIBRATION_IMAGES
     from tinysam.quant.calibrate import load_calibration_images, make_samples
 
@@ -97,15 +97,18 @@ def _tflite(q: torch.nn.Module, spec: ExportSpec, out_dir: Path, work: Path, cal
     cal = make_samples(q, load_calibration_images(calibration, n))
     info = quantize_tflite_w8a8(enc_float, out_dir / spec.encoder_file, q, [{"args_0": s.image.numpy()} for s in cal])
     compact_tflite_biases(out_dir / spec.encoder_file, q)
-    unmatched = [n for n in layers[W8A8] + layers[W8_AFLOAT]
-                 if n not in info["int8_layers"] + info["weight_only_layers"]]
-    layers[W8A8] = [n for n in layers[W8A8] if n in info["int8_layers"]]
-    layers[W8_AFLOAT] = [n for n in layers[W8_AFLOAT] if n in info["weight_only_layers"]]
+    enc_w8 = [n for n in layers[W8_AFLOAT] if n.startswith("image_encoder.")]
+    dec_w8 = [n for n in layers[W8_AFLOAT] if not n.startswith("image_encoder.")]
+    say("tflite: decoder -> int8 weights on the recipe's grid, float activations")
+    dec_float = work / "decoder_snapped_fp32.tflite"
+    float_decoder(snapped, spec, dec_float)
+    dec_matched = weight_only_int8(dec_float, out_dir / "decoder.tflite", q, dec_w8)
+    done = set(info["int8_layers"] + info["weight_only_layers"] + dec_matched)
+    unmatched = [n for n in layers[W8A8] + enc_w8 + dec_w8 if n not in done]
+    layers[W8A8] = [n for n in layers[W8A8] if n in done]
+    layers[W8_AFLOAT] = [n for n in layers[W8_AFLOAT] if n in done]
     if unmatched:
         layers[FLOAT][REASONS["litert_unmatched"]] = unmatched
-    say("tflite: converting the decoder (fp32)")
-    with _quant_off(q):
-        float_decoder(q, spec, out_dir / "decoder.tflite")
     return tflite_models(spec), layers
 
 

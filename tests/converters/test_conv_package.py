@@ -54,6 +54,24 @@ def test_mixed_plan_selects_stem_and_upscaling_in_every_spelling():
     assert precision_plan("int8")["keep_float"] == []
 
 
+def test_decoder_rules_match_the_decoder_files_tensor_names():
+    from converters.tflite_export import file_module_regex, matches
+
+    # LiteRT decoder tensors carry no `mask_decoder` scope: the wrapper calls into the model's parts
+    up = "converters.wrappers.DecoderWrapper/torch.nn.modules.container.Sequential_output_upscaling/" \
+         "torch.nn.modules.conv.ConvTranspose2d_0;"
+    lin1 = ("converters.wrappers.DecoderWrapper/tinysam.modeling.transformer.TwoWayTransformer_transformer/"
+            "tinysam.modeling.transformer.TwoWayAttentionBlock_1/tinysam.modeling.common.MLPBlock_mlp/"
+            "torch.nn.modules.linear.Linear_lin1;")
+    names = [up, lin1]
+    lists = {"mask_decoder.transformer.layers"}
+    assert not matches(tflite_module_regex(r"mask_decoder\.output_upscaling", lists), names)
+    assert matches(file_module_regex(r"mask_decoder\.output_upscaling", names, lists), names) == [up]
+    rule = r"mask_decoder\.transformer\.layers\.1\.mlp\.lin1(\.|$)"
+    assert matches(file_module_regex(rule, names, lists), names) == [lin1]
+    assert not matches(file_module_regex(rule.replace("layers\\.1", "layers\\.0"), names, lists), names)
+
+
 def _leftovers(parent: Path) -> list[str]:
     return sorted(p.name for p in parent.iterdir())
 

@@ -209,10 +209,14 @@ def test_tflite_w8a8_package(w8a8_setup, tmp_path):
     plan = json.loads((res.path / "manifest.json").read_text())["precision_plan"]
     assert len(plan["layers"][W8A8]) > 30 and not plan["layers"][MATMUL_BOTH]
     assert "image_encoder.layers.1.blocks.0.mlp.fc2" in plan["layers"][W8_AFLOAT]  # int8 weights, float input
+    enc_w8 = [n for n in plan["layers"][W8_AFLOAT] if n.startswith("image_encoder.")]
     ops = Interpreter(str(res.path / "encoder.tflite"))._get_ops_details()  # noqa: SLF001
-    assert sum(o["op_name"] == "DEQUANTIZE" for o in ops) > len(plan["layers"][W8_AFLOAT])
-    reasons = " ".join(plan["layers"][FLOAT])
-    assert "BATCH_MATMUL" in reasons and "decoder kept fp32" in reasons
+    assert sum(o["op_name"] == "DEQUANTIZE" for o in ops) > len(enc_w8)
+    assert "mask_decoder.transformer.layers.0.mlp.lin1" in plan["layers"][W8_AFLOAT]  # decoder: int8 weights
+    assert (res.path / "decoder.tflite").stat().st_size < 0.4 * 4 * sum(
+        p.numel() for n, p in model.named_parameters() if n.startswith("mask_decoder."))
+    assert "BATCH_MATMUL" in " ".join(plan["layers"][FLOAT])
+    assert any("decoder" in r["reason"] for r in plan["keep_float"] if r.get("scope") == "activations")
     session = load_package(res.path)
     session.set_image(np.full((48, 64, 3), 120, np.uint8))
     masks, _, _ = session.predict(points=[[32, 24]], labels=[1])
