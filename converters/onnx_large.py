@@ -7,6 +7,7 @@ to the graph, and the package hashes it like every other file.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 EXTERNAL_DATA_BYTES = 1_800_000_000  # below protobuf's 2 GiB serialization limit, with room for the graph
@@ -48,6 +49,9 @@ def save_onnx(model, path: Path) -> list[Path]:  # noqa: ANN001
         return [path]
     onnx.save(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True, location=data.name,
               size_threshold=1024)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(data, 0o666 & ~umask)  # onnx creates the data file owner-only; the package's files are alike
     return [path, data]
 
 

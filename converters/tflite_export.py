@@ -96,9 +96,9 @@ def tflite_module_regex(pattern: str, lists: set[str] | None = None) -> str:
     return out + (r"(?=[/;]|$)" if whole else "")
 
 
-def _recipe(precision: str, plan: dict, lists: set[str] | None = None, names: list[str] | None = None):
+def _recipe(precision: str, plan: dict, lists: set[str] | None = None, src: Path | None = None):
     """An ai-edge-quantizer recipe for `precision` under `plan` (None for fp32); `lists`: see
-    tflite_module_regex; `names`: the file's tensor names (`file_module_regex`)."""
+    tflite_module_regex; `src`: the float file, whose tensor names a module rule is matched against."""
     from ai_edge_quantizer import qtyping, recipe_manager
     from ai_edge_quantizer.algorithm_manager import AlgorithmName
 
@@ -121,10 +121,11 @@ def _recipe(precision: str, plan: dict, lists: set[str] | None = None, names: li
     fp16 = qtyping.OpQuantizationConfig(
         weight_tensor_config=qtyping.TensorQuantizationConfig(num_bits=16, dtype=qtyping.TensorDataType.FLOAT),
         compute_precision=qtyping.ComputePrecision.FLOAT, explicit_dequantize=True)
+    names = tensor_names(src) if src is not None and any("module" in r for r in weight_rules(plan)) else []
     for rule in weight_rules(plan):
         if "module" not in rule:
             continue
-        rx = file_module_regex(rule["module"], names or [], lists)
+        rx = file_module_regex(rule["module"], names, lists)
         rm.add_quantization_config(rx, op.ALL_SUPPORTED, None, AlgorithmName.NO_QUANTIZE)
         if rule.get("precision") == "fp16":  # kept layers of a measured plan: fp16 weights, float compute
             for name in WEIGHT_OPS:
@@ -133,7 +134,7 @@ def _recipe(precision: str, plan: dict, lists: set[str] | None = None, names: li
 
 
 def _apply_precision(src: Path, dst: Path, precision: str, plan: dict, lists: set[str] | None = None) -> None:
-    recipe = _recipe(precision, plan, lists, tensor_names(src))
+    recipe = _recipe(precision, plan, lists, src)
     if recipe is None:
         shutil.copyfile(src, dst)
         return

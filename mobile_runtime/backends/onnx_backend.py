@@ -21,10 +21,22 @@ _ORT_DTYPES = {
 }
 
 
+# Models with more weights than this run without ONNX Runtime's CPU memory arena: measured on SAM
+# ViT-B at 1024, the arena grew an encoder session to 7.25 GB, 3.9 GB without it, at the same speed.
+ARENA_MAX_MODEL_BYTES = 256 * 2**20
+
+
+def model_bytes(path: Path) -> int:
+    """Size of an ONNX file plus its external-data file (`<name>.data`), if any."""
+    data = path.with_name(path.name + ".data")
+    return path.stat().st_size + (data.stat().st_size if data.is_file() else 0)
+
+
 class OnnxModel:
     """One ONNX model in an `onnxruntime.InferenceSession` (thread-safe `run`)."""
 
     def __init__(self, path: str | Path, num_threads: int = 2) -> None:
+        path = Path(path)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = num_threads
         opts.inter_op_num_threads = 1
@@ -32,6 +44,8 @@ class OnnxModel:
         # idle intra-op threads sleep instead of spinning: on a shared or small CPU, spinning threads
         # steal the cores the next numpy step (mask upsampling) needs
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self.memory_arena = path.is_file() and model_bytes(path) <= ARENA_MAX_MODEL_BYTES
+        opts.enable_cpu_mem_arena = self.memory_arena
         try:
             self._sess = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own exception types

@@ -47,3 +47,16 @@ def test_small_models_stay_one_file(tmp_path):
     assert large.save_onnx(helper.make_model(g), path) == [path]
     assert not (tmp_path / "m.onnx.data").exists()  # a stale data file of an earlier save is gone
     assert large.initializer_bytes(onnx.load(str(path))) == 16
+
+
+def test_large_models_run_without_the_memory_arena(small_limit, tmp_path, monkeypatch):
+    import mobile_runtime.backends.onnx_backend as ob
+
+    model, info = load_model("tinysam", None, 64, seed=0)
+    res = build_package(model, info, "onnx", "fp32", tmp_path)
+    assert oct((res.path / "encoder.onnx.data").stat().st_mode & 0o777) == oct((res.path / "encoder.onnx").stat().st_mode & 0o777)
+    assert ob.OnnxModel(res.path / "encoder.onnx").memory_arena  # 3 MB: small enough for the arena
+    monkeypatch.setattr(ob, "ARENA_MAX_MODEL_BYTES", 1_000_000)
+    big = ob.OnnxModel(res.path / "encoder.onnx")  # graph + data file count together
+    assert not big.memory_arena
+    assert big.run({"image": np.zeros((1, 3, 64, 64), np.float32)})["image_embeddings"].shape == (1, 256, 4, 4)
