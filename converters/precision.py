@@ -106,6 +106,34 @@ def keep_float_ops(plan: dict, backend: str) -> list[str]:
     return ops
 
 
+WRAPPED_PARTS = ("mask_decoder", "prompt_encoder")
+
+
+def without_top_module(pattern: str) -> str | None:
+    """A decoder-side module rule without its top module (`mask_decoder\\.x` -> `x`), else None.
+
+    The exported decoder graphs call into these parts' children (`transformer`, `output_upscaling`,
+    ...) from a wrapper, so their layer names carry no `mask_decoder` / `prompt_encoder` scope.
+    """
+    parts = pattern.split(r"\.", 1)
+    return parts[1] if len(parts) == 2 and parts[0] in WRAPPED_PARTS else None
+
+
+def rules_for_names(plan: dict, names: list[str]) -> list[re.Pattern]:
+    """The plan's module rules as regexes for one graph: a rule that matches none of `names` is
+    tried again without its top module (`without_top_module`)."""
+    out = []
+    for r in weight_rules(plan):
+        if "module" not in r:
+            continue
+        rx = module_regex(r["module"])
+        inner = without_top_module(r["module"])
+        if inner is not None and not any(rx.search(n) for n in names):
+            rx = module_regex(inner)
+        out.append(rx)
+    return out
+
+
 def onnx_nodes_to_exclude(plan: dict, nodes: list[tuple[str, str]]) -> list[str]:
     """ONNX: names of nodes (name, op_type) that quantization must skip.
 
@@ -113,9 +141,10 @@ def onnx_nodes_to_exclude(plan: dict, nodes: list[tuple[str, str]]) -> list[str]
     `<gemm>_Add` (`ONNXModel.replace_gemm_with_matmul`), so an excluded Gemm is listed under both names.
     """
     ops = set(keep_float_ops(plan, "onnx"))
+    rules = rules_for_names(plan, [n for n, _ in nodes])
     out: list[str] = []
     for name, op in nodes:
-        if op in ops or keep_float_name(plan, name):
+        if op in ops or any(rx.search(name) for rx in rules):
             out += [name, f"{name}_MatMul"] if op == "Gemm" else [name]
     return out
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from converters.onnx_export import decoder_sample
-from converters.precision import keep_float_ops, weight_rules
+from converters.precision import keep_float_ops, weight_rules, without_top_module
 from converters.spec import DECODER_K, ExportSpec
 from converters.tflite_compact import compact_tflite_biases
 from converters.wrappers import EncoderWrapper, decoder_module
@@ -229,13 +229,12 @@ def tensor_names(path: Path) -> list[str]:
 
 def file_module_regex(pattern: str, names: list[str], lists: set[str] | None = None) -> str:
     """`tflite_module_regex(pattern)`, or, when no tensor of the file (`names`) matches it, the regex of
-    the pattern without its first module: the decoder wrapper calls into the model's parts, so the
-    decoder's tensor names carry no `mask_decoder` / `prompt_encoder` scope."""
+    the pattern without its top module (`converters.precision.without_top_module`)."""
     rx = tflite_module_regex(pattern, lists)
-    if matches(rx, names) or r"\." not in pattern:
+    inner = without_top_module(pattern)
+    if inner is None or matches(rx, names):
         return rx
-    inner = None if lists is None else {p.split(".", 1)[1] for p in lists if "." in p}
-    return tflite_module_regex(pattern.split(r"\.", 1)[1], inner)
+    return tflite_module_regex(inner, None if lists is None else {p.split(".", 1)[1] for p in lists if "." in p})
 
 
 def matches(regex: str, names: list[str]) -> list[str]:

@@ -108,3 +108,17 @@ def test_sigterm_midway_leaves_nothing(tmp_path):
     assert proc.returncode == 143
     assert _leftovers(tmp_path) == []
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+
+
+def test_onnx_exclusions_find_decoder_layers_and_leave_the_encoder_alone():
+    from converters.precision import onnx_nodes_to_exclude
+
+    plan = {"keep_float": [{"module": r"mask_decoder\.transformer\.layers\.1\.cross_attn_image_to_token(\.|$)"},
+                           {"module": r"image_encoder\.layers\.1(\.|$)"}]}
+    decoder = [("/transformer/layers.1/cross_attn_image_to_token/q_proj/MatMul", "MatMul"),
+               ("/transformer/layers.0/cross_attn_image_to_token/q_proj/MatMul", "MatMul"),
+               ("/transformer/layers.1/mlp/lin1/MatMul", "MatMul")]
+    assert onnx_nodes_to_exclude(plan, decoder) == [decoder[0][0]]  # no `layers.1` of the encoder rule here
+    encoder = [("/image_encoder/layers.1/blocks.0/attn/qkv/MatMul", "MatMul"),
+               ("/image_encoder/layers.2/blocks.0/attn/qkv/MatMul", "MatMul")]
+    assert onnx_nodes_to_exclude(plan, encoder) == [encoder[0][0]]
