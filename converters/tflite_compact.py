@@ -2,9 +2,9 @@
 
 The LiteRT converter folds `attention_biases[:, attention_bias_idxs]` (a small [heads, offsets]
 table and a constant index) into one float [1, heads, N, N] constant per block: 4.9 MB of float for
-TinySAM at any precision, since the quantizer only touches weights of FC/conv ops. Marking the lookup
-for export (`tinysam.modeling.tiny_vit.bias_lookup_in_graph`) does not help: the converter folds any
-op whose inputs are all constant. So this rewrites the finished file instead: each folded bias
+TinySAM at any precision, since the quantizer only touches weights of FC/conv ops. Gathering in the
+exported module does not help: the converter folds any op whose inputs are all constant. So this
+rewrites the finished file instead: each folded bias
 constant becomes the output of a GATHER (axis 2) of its table by an int32 index, one index per
 window size. GATHER of constants runs once per inference (0.1 ms); the values are the same floats.
 (`converters.onnx_compact` does the same for ONNX graphs.)
@@ -16,6 +16,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+
+def tensor_name(t) -> str:  # noqa: ANN001 - a flatbuffer TensorT
+    """A flatbuffer tensor's name as text (the object API keeps it as bytes)."""
+    return t.name.decode() if isinstance(t.name, bytes) else t.name
 
 
 def _bias_lookups(model: torch.nn.Module) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
@@ -76,7 +81,7 @@ def compact_tflite_biases(path: Path, model: torch.nn.Module) -> dict[str, int]:
         key = idx.tobytes()
         if key not in index_tensors:
             index_tensors[key] = add_tensor(idx, schema.TensorType.INT32, f"attention_bias_index_{idx.shape[0]}")
-        table_t = add_tensor(table[None].astype(np.float32), schema.TensorType.FLOAT32, f"{t.name}_table")
+        table_t = add_tensor(table[None].astype(np.float32), schema.TensorType.FLOAT32, f"{tensor_name(t)}_table")
         saved += arr.nbytes - table.nbytes
         fm.buffers[t.buffer] = schema.BufferT()  # the folded values are gone; the tensor is now computed
         gathers.append(schema.OperatorT(

@@ -19,7 +19,7 @@ import torch
 from converters.onnx_export import decoder_sample
 from converters.precision import keep_float_ops, weight_rules, without_top_module
 from converters.spec import DECODER_K, ExportSpec
-from converters.tflite_compact import compact_tflite_biases
+from converters.tflite_compact import compact_tflite_biases, tensor_name
 from converters.wrappers import EncoderWrapper, decoder_module
 
 _FLOAT_CACHE: dict[tuple, bytes] = {}  # (model fingerprint, part) -> float .tflite bytes, last model only
@@ -223,8 +223,7 @@ def tensor_names(path: Path) -> list[str]:
     """All tensor names of a .tflite file, every subgraph (to check which layers a plan matched)."""
     from ai_edge_litert.tools import flatbuffer_utils as fb
 
-    return [t.name.decode() if isinstance(t.name, bytes) else t.name
-            for sg in fb.read_model(str(path)).subgraphs for t in sg.tensors]
+    return [tensor_name(t) for sg in fb.read_model(str(path)).subgraphs for t in sg.tensors]
 
 
 def file_module_regex(pattern: str, names: list[str], lists: set[str] | None = None) -> str:

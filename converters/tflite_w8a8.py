@@ -26,14 +26,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from converters.tflite_compact import tensor_name
 from converters.tflite_export import file_module_regex, module_lists, quiet, tensor_names, tflite_module_regex
 
 QUANT_OPS = ("FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D")
 
 
-def layer_ops(tflite_path: Path, qmodel: torch.nn.Module, prefix: str, uniform: bool = True) -> dict[str, tuple]:
-    """Our calibrated layers under `prefix` whose input is uniform (else twin-uniform) -> (input, output)
-    tensor names of their LiteRT op."""
+def layer_ops(tflite_path: Path, qmodel: torch.nn.Module, prefix: str) -> dict[str, tuple]:
+    """Our calibrated layers under `prefix` -> (input, output) tensor names of their LiteRT op."""
     from ai_edge_litert.interpreter import Interpreter
 
     from tinysam.quant.qmodel import group_regex, quant_layers
@@ -52,9 +52,18 @@ def layer_ops(tflite_path: Path, qmodel: torch.nn.Module, prefix: str, uniform: 
         hits = [n for n in layers if rx[n].search(produced)]
         if hits:
             n = max(hits, key=len)  # the most specific layer path
-            if (layers[n].a_kind == "uniform") == uniform and n not in out:
-                out[n] = (names[op["inputs"][0]], produced)
+            out.setdefault(n, (names[op["inputs"][0]], produced))
     return out
+
+
+def _weight_only_config():  # noqa: ANN202 - an ai-edge-quantizer OpQuantizationConfig
+    """int8 per-channel symmetric weights, float compute (an explicit DEQUANTIZE of the weights)."""
+    from ai_edge_quantizer import qtyping
+
+    return qtyping.OpQuantizationConfig(
+        weight_tensor_config=qtyping.TensorQuantizationConfig(
+            num_bits=8, symmetric=True, granularity=qtyping.QuantGranularity.CHANNELWISE),
+        compute_precision=qtyping.ComputePrecision.FLOAT, explicit_dequantize=True)
 
 
 def output_ranges(tflite_path: Path, tensors: list[str], samples: list[dict[str, np.ndarray]]) -> dict[str, dict]:
@@ -71,7 +80,7 @@ def output_ranges(tflite_path: Path, tensors: list[str], samples: list[dict[str,
 
     fm = fb.read_model(str(tflite_path))
     sg = fm.subgraphs[0]
-    index = {(t.name.decode() if isinstance(t.name, bytes) else t.name): i for i, t in enumerate(sg.tensors)}
+    index = {tensor_name(t): i for i, t in enumerate(sg.tensors)}
     wanted = [index[n] for n in tensors]
     sg.outputs = list(sg.outputs) + [i for i in wanted if i not in list(sg.outputs)]
     with tempfile.TemporaryDirectory(prefix="litert-ranges-") as tmp:
@@ -107,18 +116,16 @@ def quantize_tflite_w8a8(float_path: Path, out_path: Path, qmodel: torch.nn.Modu
 
     from tinysam.quant.qmodel import group_regex, quant_layers
 
-    ops = layer_ops(float_path, qmodel, prefix)
+    layers = quant_layers(qmodel)
+    matched = layer_ops(float_path, qmodel, prefix)
+    ops = {n: io for n, io in matched.items() if layers[n].a_kind == "uniform"}
     inputs = {n: io[0] for n, io in ops.items()}
-    weight_only = layer_ops(float_path, qmodel, prefix, uniform=False)
+    weight_only = [n for n in matched if n not in ops]  # twin-uniform input: int8 weights, float compute
     if not inputs:
         raise ValueError(f"no LiteRT op of {float_path.name} matches a calibrated layer under {prefix!r}")
-    layers = quant_layers(qmodel)
     lists = module_lists(qmodel)
     rm = recipe_manager.RecipeManager()
-    w8 = qtyping.OpQuantizationConfig(
-        weight_tensor_config=qtyping.TensorQuantizationConfig(
-            num_bits=8, symmetric=True, granularity=qtyping.QuantGranularity.CHANNELWISE),
-        compute_precision=qtyping.ComputePrecision.FLOAT, explicit_dequantize=True)
+    w8 = _weight_only_config()
     for n in weight_only:
         for name in QUANT_OPS:
             rm.add_quantization_config(tflite_module_regex(group_regex(n), lists), qtyping.TFLOperationName(name),
@@ -185,10 +192,7 @@ def weight_only_int8(float_path: Path, out_path: Path, qmodel: torch.nn.Module, 
     lists = module_lists(qmodel)
     in_file = tensor_names(float_path)
     rx = {n: file_module_regex(group_regex(n), in_file, lists) for n in names}
-    w8 = qtyping.OpQuantizationConfig(
-        weight_tensor_config=qtyping.TensorQuantizationConfig(
-            num_bits=8, symmetric=True, granularity=qtyping.QuantGranularity.CHANNELWISE),
-        compute_precision=qtyping.ComputePrecision.FLOAT, explicit_dequantize=True)
+    w8 = _weight_only_config()
     rm = recipe_manager.RecipeManager()
     for n in names:
         for op in WEIGHT_ONLY_OPS:
@@ -211,6 +215,5 @@ def weight_only_int8(float_path: Path, out_path: Path, qmodel: torch.nn.Module, 
             if src is not None:
                 w = sg.tensors[src.inputs[0]]
             if w.type == schema.TensorType.INT8:
-                name = sg.tensors[op.outputs[0]].name
-                int8_out.append(name.decode() if isinstance(name, bytes) else name)
+                int8_out.append(tensor_name(sg.tensors[op.outputs[0]]))
     return [n for n in names if any(re.search(rx[n], t) for t in int8_out)]
