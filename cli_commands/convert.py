@@ -19,8 +19,9 @@ def _human_size(n: int) -> str:
 @click.option("--image-size", type=int, default=None, help="Model input size (default: native).")
 @click.option("--target", default="all", show_default=True, help="coreml,tflite,onnx or all.")
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "int8", "mixed", "w8a8"]), default="fp32",
-              show_default=True, help="int8/mixed: int8 weights, float activations; w8a8: the Q-TinySAM recipe "
-              "(int8 weights and static int8 activations with its searched scales).")
+              show_default=True, help="int8: int8 weights, activations quantized at run time "
+              "(ONNX Runtime, LiteRT); mixed: int8 weights except the plan's sensitive layers, float compute; "
+              "w8a8: the Q-TinySAM recipe (int8 weights and static int8 activations with its searched scales).")
 @click.option("--calibration", default=None, help="Image directory for the parity check, the measured mixed plan "
               "and the w8a8 scale search (default: bundled photos).")
 @click.option("--mixed-plan", type=click.Choice(["auto", "measured", "fixed"]), default="auto", show_default=True,

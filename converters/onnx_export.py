@@ -11,6 +11,7 @@ import torch
 from converters.onnx_compact import compact_file
 from converters.onnx_large import copy_onnx, needs_external_data, save_onnx
 from converters.onnx_shared import SHARED_WEIGHTS, share_weights
+from converters.onnx_weight_only import quantize_weights_int8
 from converters.precision import onnx_nodes_to_exclude
 from converters.spec import DECODER_K, ExportSpec
 from converters.wrappers import EncoderWrapper, decoder_module, sam_onnx_module
@@ -41,7 +42,8 @@ def _torch_export(module: torch.nn.Module, args: tuple, path: Path, inputs: list
 
 
 def _convert_precision(src: Path, dst: Path, precision: str, plan: dict, work: Path) -> None:
-    """fp32 file `src` -> `dst` in `precision` (fp16 cast, or int8 weights per `plan`)."""
+    """fp32 file `src` -> `dst` in `precision`: fp16 cast; int8 = onnxruntime dynamic quantization (int8
+    weights, activations quantized at run time); mixed = int8 weights per `plan`, float compute."""
     import onnx
 
     if precision == "fp32":
@@ -51,6 +53,10 @@ def _convert_precision(src: Path, dst: Path, precision: str, plan: dict, work: P
         from onnxruntime.transformers.float16 import convert_float_to_float16
 
         save_onnx(convert_float_to_float16(onnx.load(str(src)), keep_io_types=True), dst)
+        return
+    if precision == "mixed":  # int8 weight storage, float compute (converters.onnx_weight_only)
+        graph = onnx.load(str(src), load_external_data=False).graph
+        quantize_weights_int8(src, dst, set(onnx_nodes_to_exclude(plan, [(n.name, n.op_type) for n in graph.node])))
         return
     from onnxruntime.quantization import QuantType, quant_pre_process, quantize_dynamic
 

@@ -67,9 +67,11 @@ def precision_plan(precision: str) -> dict:
         return {"name": "w8a8-qtinysam", "weights": "int8", "granularity": "per_channel",
                 "activations": "int8", "activation_granularity": "per_tensor, static (the recipe's scales)",
                 "keep_float": []}
-    plan = {"name": precision, "weights": "int8", "granularity": "per_channel", "activations": "float32",
+    plan = {"name": precision, "weights": "int8", "granularity": "per_channel",
+            "activations": "dynamic int8 at run time (ONNX Runtime, LiteRT), float32 (CoreML)",
             "keep_float": []}
     if precision == "mixed":
+        plan["activations"] = "float32"
         plan["name"] = "mixed-default-v1"
         plan["keep_float"] = [dict(r) for r in MIXED_KEEP_FLOAT]
     return plan
@@ -159,29 +161,47 @@ def coreml_float_const_names(plan: dict, const_names: list[str]) -> list[str]:
     return [n for n in const_names if keep_float_name(plan, n)]
 
 
-# What each backend's int8/mixed files hold (the exporters quantize weights only; see toolchain notes).
-_APPLIED: dict[str, dict[str, str]] = {
+# What each backend's int8 files hold: int8 weights; ONNX Runtime and LiteRT also quantize the inputs of
+# the int8 layers at run time (dynamic quantization), CoreML computes in float.
+_APPLIED_INT8: dict[str, dict[str, str]] = {
     "onnx": {
         "weights": "int8 per-channel (onnxruntime quantize_dynamic on MatMul/Gemm/Conv), kept-float layers float32",
         "activations": "quantized dynamically per tensor at run time (MatMulInteger/ConvInteger); everything "
                        "else (LayerNorm, softmax, GELU, attention products) float32",
-        "searched_scales": "not used by the package (weight-only int8); --precision w8a8 writes QDQ graphs "
-                           "with the recipe's scales",
     },
     "tflite": {
-        "weights": "int8 per-channel (ai-edge-quantizer dynamic int8); kept layers float16 weights where the "
-                   "rule says fp16 (measured plans), else float32",
+        "weights": "int8 per-channel (ai-edge-quantizer dynamic int8)",
         "activations": "dynamic-range int8 at run time for FULLY_CONNECTED/CONV_2D; BATCH_MATMUL (attention "
                        "products) float32: its int8 form fails to prepare in LiteRT 2.3; everything else float32",
-        "searched_scales": "not used by the package (weight-only int8); --precision w8a8 builds a static int8 "
-                           "encoder with the recipe's scales (converters/tflite_w8a8.py)",
     },
     "coreml": {
         "weights": "int8 per-channel (linear_quantize_weights), kept-float consts float32",
         "activations": "float32 (weight-only int8)",
-        "searched_scales": "not used by the package; --precision w8a8 converts the recipe's scales into "
-                           "quantize/dequantize ops",
     },
+}
+
+# What each backend's mixed files hold: int8 weights stored, float compute, kept layers in higher precision.
+_APPLIED_MIXED: dict[str, dict[str, str]] = {
+    "onnx": {
+        "weights": "int8 per-channel, max-based symmetric scales (converters.onnx_weight_only: int8 initializer + "
+                   "Cast + Mul, folded to float when the session loads), MatMul/Gemm/Conv/ConvTranspose; "
+                   "kept layers float32",
+        "activations": "float32 (no run-time quantization: the masks are the measured fake-quant model's)",
+    },
+    "tflite": {
+        "weights": "int8 per-channel, max-based symmetric (ai-edge-quantizer weight-only: DEQUANTIZE of each "
+                   "weight); kept layers float16 weights where the rule says fp16 (measured plans), else float32",
+        "activations": "float32 (no run-time quantization)",
+    },
+    "coreml": _APPLIED_INT8["coreml"],
+}
+
+# Where the recipe's searched scales go instead (int8 and mixed packages take max-based weight scales).
+_SEARCHED_SCALES: dict[str, str] = {
+    "onnx": "not used by the package; --precision w8a8 writes QDQ graphs with the recipe's scales",
+    "tflite": "not used by the package; --precision w8a8 builds a static int8 encoder with the recipe's scales "
+              "(converters/tflite_w8a8.py)",
+    "coreml": "not used by the package; --precision w8a8 converts the recipe's scales into quantize/dequantize ops",
 }
 
 
@@ -223,7 +243,8 @@ def applied_precision(plan: dict, target: str) -> dict:
         return dict(_APPLIED_W8A8[target])
     if plan.get("weights") != "int8":
         return {"weights": plan.get("weights"), "activations": plan.get("activations")}
-    out = dict(_APPLIED[target])
+    out = dict((_APPLIED_MIXED if plan.get("name", "").startswith("mixed") else _APPLIED_INT8)[target])
+    out["searched_scales"] = _SEARCHED_SCALES[target]
     act_only = [r["module"] for r in plan.get("keep_float", []) if r.get("scope") == "activations"]
     if act_only:
         out["activation_only_rules"] = (f"{len(act_only)} twin-uniform rules concern activations only; the "

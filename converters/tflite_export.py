@@ -113,7 +113,13 @@ def _recipe(precision: str, plan: dict, lists: set[str] | None = None, src: Path
         for name in WEIGHT_OPS:
             rm.add_quantization_config(".*", op(name), cfg, AlgorithmName.FLOAT_CASTING)
         return rm.get_quantization_recipe()
-    rm.add_dynamic_config(".*", op.ALL_SUPPORTED, 8)
+    if precision == "mixed":  # int8 weights, float compute (an explicit DEQUANTIZE of each weight)
+        from converters.tflite_w8a8 import weight_only_config
+
+        for name in WEIGHT_OPS:
+            rm.add_quantization_config(".*", op(name), weight_only_config(), AlgorithmName.MIN_MAX_UNIFORM_QUANT)
+    else:  # int8: dynamic-range quantization (activations quantized at run time)
+        rm.add_dynamic_config(".*", op.ALL_SUPPORTED, 8)
     # BATCH_MATMUL with int8 weights fails to prepare at load time: keep it float.
     rm.add_quantization_config(".*", op.BATCH_MATMUL, None, AlgorithmName.NO_QUANTIZE)
     for name in keep_float_ops(plan, "tflite"):

@@ -56,7 +56,7 @@ def layer_ops(tflite_path: Path, qmodel: torch.nn.Module, prefix: str) -> dict[s
     return out
 
 
-def _weight_only_config():  # noqa: ANN202 - an ai-edge-quantizer OpQuantizationConfig
+def weight_only_config():  # noqa: ANN202 - an ai-edge-quantizer OpQuantizationConfig
     """int8 per-channel symmetric weights, float compute (an explicit DEQUANTIZE of the weights)."""
     from ai_edge_quantizer import qtyping
 
@@ -125,7 +125,7 @@ def quantize_tflite_w8a8(float_path: Path, out_path: Path, qmodel: torch.nn.Modu
         raise ValueError(f"no LiteRT op of {float_path.name} matches a calibrated layer under {prefix!r}")
     lists = module_lists(qmodel)
     rm = recipe_manager.RecipeManager()
-    w8 = _weight_only_config()
+    w8 = weight_only_config()
     for n in weight_only:
         for name in QUANT_OPS:
             rm.add_quantization_config(tflite_module_regex(group_regex(n), lists), qtyping.TFLOperationName(name),
@@ -192,7 +192,7 @@ def weight_only_int8(float_path: Path, out_path: Path, qmodel: torch.nn.Module, 
     lists = module_lists(qmodel)
     in_file = tensor_names(float_path)
     rx = {n: file_module_regex(group_regex(n), in_file, lists) for n in names}
-    w8 = _weight_only_config()
+    w8 = weight_only_config()
     rm = recipe_manager.RecipeManager()
     for n in names:
         for op in WEIGHT_ONLY_OPS:

@@ -59,10 +59,12 @@ def test_onnx_package_with_measured_plan(tiny_model, measured, tmp_path):
     assert PLOT_FILE in manifest["files"] and check_hashes(res.path) == []
     graph = onnx.load(str(res.path / "encoder.onnx"), load_external_data=False).graph
     enc_kept = [g for g in measured.float_groups if g.startswith("image_encoder")]
-    quantized = [n.name for n in graph.node if n.op_type in ("MatMulInteger", "ConvInteger")]
-    kept_float = [n.name for n in graph.node if n.op_type in ("MatMul", "Conv") and keep_float_name(measured.plan, n.name)]
+    layers = [n for n in graph.node if n.op_type in ("MatMul", "Conv") and len(n.input) > 1]
+    quantized = [n.name for n in layers if n.input[1].endswith("_int8w_float")]  # int8 codes, Cast + Mul
+    kept_float = [n.name for n in layers if keep_float_name(measured.plan, n.name)]
     assert quantized and not [n for n in quantized if keep_float_name(measured.plan, n)]
     assert bool(kept_float) == bool(enc_kept)
+    assert not [n for n in graph.node if n.op_type in ("DynamicQuantizeLinear", "MatMulInteger")]  # float compute
 
 
 def test_tflite_regex_follows_litert_module_names(tiny_model):

@@ -42,7 +42,8 @@ def _layer_for_node(node_name: str, layers: dict) -> str | None:
     return best
 
 
-def _weight_axis(node) -> int:  # noqa: ANN001
+def weight_axis(node) -> int:  # noqa: ANN001
+    """Output-channel axis of the weight (input 1) of a MatMul/Gemm/Conv/ConvTranspose node."""
     if node.op_type == "Conv":
         return 0
     if node.op_type == "ConvTranspose":
@@ -51,6 +52,16 @@ def _weight_axis(node) -> int:  # noqa: ANN001
         trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
         return 0 if trans_b else 1
     return 1  # MatMul: B = W^T [in, out]
+
+
+def cast_mul_dequantize(int8_name: str, scale_name: str, out: str, hint: str) -> list:
+    """Nodes computing float `out` = float(`int8_name`) * `scale_name` (folded by ONNX Runtime at load)."""
+    import onnx
+    from onnx import helper
+
+    cast = f"{hint}_w_float"
+    return [helper.make_node("Cast", [int8_name], [cast], to=onnx.TensorProto.FLOAT, name=f"{hint}/weight/Cast"),
+            helper.make_node("Mul", [cast, scale_name], [out], name=f"{hint}/weight/Mul")]
 
 
 def apply_quant_scales_onnx(onnx_path: str | Path, qmodel_description: dict | str | Path,
@@ -119,7 +130,7 @@ def apply_quant_scales_onnx(onnx_path: str | Path, qmodel_description: dict | st
             if d["a_kind"] == "uniform":
                 node.input[0] = qdq_act(node.input[0], d["a_scale"], hint + "_x")
             w = numpy_helper.to_array(w_init).astype(np.float32)
-            axis = _weight_axis(node)
+            axis = weight_axis(node)
             scale = np.asarray(d["w_scale"], dtype=np.float32)
             if w.shape[axis] != scale.size:
                 skipped.append({"layer": name, "node": node.name, "reason": f"weight {w.shape} vs {scale.size} scales"})
@@ -137,10 +148,7 @@ def apply_quant_scales_onnx(onnx_path: str | Path, qmodel_description: dict | st
                                                   name=f"{hint}/weight/DequantizeLinear"))
             else:  # float input: Cast + Mul, see the module docstring
                 s = add_init(scale.reshape(shape), hint + "_w_scale")
-                cast = f"{hint}_w_float"
-                new_nodes.append(helper.make_node("Cast", [wq_name], [cast], to=onnx.TensorProto.FLOAT,
-                                                  name=f"{hint}/weight/Cast"))
-                new_nodes.append(helper.make_node("Mul", [cast, s], [dq], name=f"{hint}/weight/Mul"))
+                new_nodes += cast_mul_dequantize(wq_name, s, dq, hint)
             node.input[1] = dq
         quantized.append(name)
         new_nodes.append(node)

@@ -1,0 +1,81 @@
+"""ONNX int8 weight storage with float compute: the ONNX half of the mixed precision.
+
+Every MatMul/Gemm/Conv/ConvTranspose weight initializer (2-D or more) not excluded by the plan is
+stored as int8 codes with one max-based symmetric scale per output channel (scale = max|w| / 127,
+the quantizer the measured mixed plan models) and turned back into float by Cast + Mul, which ONNX
+Runtime folds when the session loads. The layers then compute in float32 on the dequantized
+weights: the file is about a quarter of fp32, the masks are those of the fake-quant model the plan
+measured, and the speed is fp32's. (onnxruntime's `quantize_dynamic`, used for `int8`, quantizes
+activations at run time as well; DequantizeLinear on a weight would be rewritten into MatMulNBits,
+which quantizes the input per block; see `tinysam.quant.onnx_qdq`.)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from converters.onnx_large import save_onnx
+from tinysam.quant.onnx_qdq import cast_mul_dequantize, weight_axis
+
+WEIGHT_OPS = ("MatMul", "Gemm", "Conv", "ConvTranspose")
+
+
+def quantize_weights_int8(src: Path, dst: Path, exclude: set[str] | frozenset[str] = frozenset()) -> dict:
+    """Write `dst`: `src` with int8 per-channel weights (Cast + Mul) on the nodes not named in `exclude`.
+
+    Returns {"quantized": [node names], "kept_float": [node names]}.
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(src))
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer}
+    producers = {o: n for n in graph.node for o in n.output}
+
+    def resolve(name: str) -> str:  # the exporter dedups equal weights through Identity nodes
+        while name not in inits and name in producers and producers[name].op_type == "Identity":
+            name = producers[name].input[0]
+        return name
+
+    new_nodes, quantized, kept, done = [], [], [], {}
+    for node in graph.node:
+        w_name = resolve(node.input[1]) if node.op_type in WEIGHT_OPS and len(node.input) > 1 else None
+        w_init = inits.get(w_name) if w_name else None
+        if w_init is None or len(w_init.dims) < 2 or w_init.data_type != onnx.TensorProto.FLOAT:
+            new_nodes.append(node)
+            continue
+        if node.name in exclude:
+            kept.append(node.name)
+            new_nodes.append(node)
+            continue
+        axis = weight_axis(node)
+        if (w_name, axis) not in done:  # a weight shared by several nodes is stored once
+            w = numpy_helper.to_array(w_init).astype(np.float32)
+            dims = tuple(d for d in range(w.ndim) if d != axis)
+            shape = [1] * w.ndim
+            shape[axis] = -1
+            scale = (np.abs(w).max(axis=dims) / 127.0).clip(min=1e-12).astype(np.float32).reshape(shape)
+            hint = f"{w_name}_int8w"
+            codes = np.clip(np.round(w / scale), -127, 127).astype(np.int8)
+            graph.initializer.append(numpy_helper.from_array(codes, f"{hint}_codes"))
+            graph.initializer.append(numpy_helper.from_array(scale, f"{hint}_scale"))
+            new_nodes += cast_mul_dequantize(f"{hint}_codes", f"{hint}_scale", f"{hint}_float", hint)
+            done[(w_name, axis)] = f"{hint}_float"
+        node.input[1] = done[(w_name, axis)]
+        quantized.append(node.name)
+        new_nodes.append(node)
+    # the Identity aliases of replaced weights are now dead; drop them so the float copy goes too
+    outputs = {o.name for o in graph.output}
+    live = {i for n in new_nodes for i in n.input} | outputs
+    new_nodes = [n for n in new_nodes if n.op_type != "Identity" or any(o in live for o in n.output)]
+    del graph.node[:]
+    graph.node.extend(new_nodes)
+    used = {i for n in graph.node for i in n.input}
+    keep = [i for i in graph.initializer if i.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(keep)
+    save_onnx(model, dst)
+    return {"quantized": quantized, "kept_float": kept}
