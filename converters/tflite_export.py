@@ -2,6 +2,8 @@
 
 LiteRT has no dynamic shapes, so the decoder is one file with one signature per K (`k1`, `k16`).
 Signature tensors are named `args_N` / `output_N` by the converter; the manifest maps them.
+Each float file loses its TRANSPOSE/RESHAPE runs that move no element (`converters.tflite_layout`)
+before any precision step, so every precision inherits the shorter graph.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from converters.onnx_export import decoder_sample
 from converters.precision import keep_float_ops, weight_rules, without_top_module
 from converters.spec import DECODER_K, ExportSpec
 from converters.tflite_compact import compact_tflite_biases, tensor_name
+from converters.tflite_layout import collapse_layout_chains
 from converters.wrappers import EncoderWrapper, decoder_module
 
 _FLOAT_CACHE: dict[tuple, bytes] = {}  # (model fingerprint, part) -> float .tflite bytes, last model only
@@ -169,6 +172,7 @@ def float_encoder(model: torch.nn.Module, spec: ExportSpec, dst: Path) -> None:
     def build(path: Path) -> None:
         with quiet():
             litert_torch.convert(EncoderWrapper(model).eval(), (torch.randn(1, 3, s, s),)).export(str(path))
+        collapse_layout_chains(path)
 
     _cached_float((model_fingerprint(model), "encoder"), dst, build)
 
@@ -184,6 +188,7 @@ def float_decoder(model: torch.nn.Module, spec: ExportSpec, dst: Path) -> None:
             for k in DECODER_K:
                 builder = builder.signature(f"k{k}", dec, decoder_sample(spec, k))
             builder.convert().export(str(path))
+        collapse_layout_chains(path)
 
     _cached_float((model_fingerprint(model), "decoder"), dst, build)
 

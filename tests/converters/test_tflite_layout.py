@@ -1,0 +1,65 @@
+"""`converters.tflite_layout`: no-op TRANSPOSE/RESHAPE runs collapse, values stay bit for bit."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from converters.tflite_layout import collapse_layout_chains
+
+
+class TokensConv(nn.Module):
+    """TinyViT's pattern: tokens [B, HW, C] -> NCHW depthwise conv -> tokens, then a real transpose."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(16, 16, 3, padding=1, groups=16)
+        self.fc = nn.Linear(16, 16)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, c = x.shape
+        y = x.transpose(1, 2).reshape(b, c, 8, 8)
+        y = self.conv(y).flatten(2).transpose(1, 2)
+        return self.fc(y).transpose(1, 2)  # a transpose that does move elements: must stay
+
+
+def _ops(path) -> list[str]:
+    from ai_edge_litert.interpreter import Interpreter
+
+    return [o["op_name"] for o in Interpreter(model_path=str(path))._get_ops_details()]
+
+
+def _run(path, x: np.ndarray) -> np.ndarray:
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_path=str(path), num_threads=1)
+    it.allocate_tensors()
+    it.set_tensor(it.get_input_details()[0]["index"], x)
+    it.invoke()
+    return it.get_tensor(it.get_output_details()[0]["index"]).copy()
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory):
+    import litert_torch
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("layout") / "m.tflite"
+    litert_torch.convert(TokensConv().eval(), (torch.randn(1, 64, 16),)).export(str(path))
+    return path
+
+
+def test_noop_runs_collapse_and_values_are_identical(converted, tmp_path):
+    before = _ops(converted)
+    x = np.random.default_rng(0).standard_normal((1, 64, 16)).astype(np.float32)
+    want = _run(converted, x)
+    out = tmp_path / "collapsed.tflite"
+    out.write_bytes(converted.read_bytes())
+    res = collapse_layout_chains(out)
+    after = _ops(out)
+    assert res["transposes_removed"] >= 2 and after.count("TRANSPOSE") == before.count("TRANSPOSE") - res["transposes_removed"]
+    assert after.count("TRANSPOSE") >= 1  # the final transpose moves elements and is kept
+    np.testing.assert_array_equal(_run(out, x), want)
+    assert collapse_layout_chains(out) == {"transposes_removed": 0, "ops_removed": 0}  # nothing left to do
