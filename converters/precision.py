@@ -170,9 +170,12 @@ _APPLIED_INT8: dict[str, dict[str, str]] = {
                        "else (LayerNorm, softmax, GELU, attention products) float32",
     },
     "tflite": {
-        "weights": "int8 per-channel (ai-edge-quantizer dynamic int8)",
-        "activations": "dynamic-range int8 at run time for FULLY_CONNECTED/CONV_2D; BATCH_MATMUL (attention "
-                       "products) float32: its int8 form fails to prepare in LiteRT 2.3; everything else float32",
+        "weights": "int8 per-channel (ai-edge-quantizer): FULLY_CONNECTED dynamic-range, convolutions "
+                   "weight-only (DEQUANTIZE of the weights)",
+        "activations": "FULLY_CONNECTED inputs quantized per row at run time (XNNPACK's dynamically quantized "
+                       "kernels); convolutions float32 (their dynamic-range form runs outside XNNPACK, slower than "
+                       "fp32); BATCH_MATMUL (attention products) float32: its int8 form fails to prepare in "
+                       "LiteRT 2.3; everything else float32",
     },
     "coreml": {
         "weights": "int8 per-channel (linear_quantize_weights), kept-float consts float32",

@@ -50,7 +50,8 @@ def _cached_float(key: tuple, dst: Path, build) -> None:
         dst.write_bytes(_FLOAT_CACHE[key])
 
 
-WEIGHT_OPS = ("FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D", "CONV_2D_TRANSPOSE")
+CONV_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "CONV_2D_TRANSPOSE")
+WEIGHT_OPS = ("FULLY_CONNECTED", *CONV_OPS)
 
 
 @contextlib.contextmanager
@@ -116,13 +117,15 @@ def _recipe(precision: str, plan: dict, lists: set[str] | None = None, src: Path
         for name in WEIGHT_OPS:
             rm.add_quantization_config(".*", op(name), cfg, AlgorithmName.FLOAT_CASTING)
         return rm.get_quantization_recipe()
-    if precision == "mixed":  # int8 weights, float compute (an explicit DEQUANTIZE of each weight)
-        from converters.tflite_w8a8 import weight_only_config
+    from converters.tflite_w8a8 import weight_only_config
 
-        for name in WEIGHT_OPS:
-            rm.add_quantization_config(".*", op(name), weight_only_config(), AlgorithmName.MIN_MAX_UNIFORM_QUANT)
-    else:  # int8: dynamic-range quantization (activations quantized at run time)
-        rm.add_dynamic_config(".*", op.ALL_SUPPORTED, 8)
+    # int8 weights, float compute (an explicit DEQUANTIZE of each weight): every layer of a mixed
+    # plan; the convolutions of int8, whose dynamic-range form runs outside XNNPACK (a 1024 px
+    # TinySAM encoder with dynamic-range convolutions was no faster than fp32)
+    for name in WEIGHT_OPS if precision == "mixed" else CONV_OPS:
+        rm.add_quantization_config(".*", op(name), weight_only_config(), AlgorithmName.MIN_MAX_UNIFORM_QUANT)
+    if precision == "int8":  # FULLY_CONNECTED dynamic-range: XNNPACK quantizes its input per row at run time
+        rm.add_dynamic_config(".*", op.FULLY_CONNECTED, 8)
     # BATCH_MATMUL with int8 weights fails to prepare at load time: keep it float.
     rm.add_quantization_config(".*", op.BATCH_MATMUL, None, AlgorithmName.NO_QUANTIZE)
     for name in keep_float_ops(plan, "tflite"):
