@@ -165,9 +165,11 @@ def coreml_float_const_names(plan: dict, const_names: list[str]) -> list[str]:
 # the int8 layers at run time (dynamic quantization), CoreML computes in float.
 _APPLIED_INT8: dict[str, dict[str, str]] = {
     "onnx": {
-        "weights": "int8 per-channel (onnxruntime quantize_dynamic on MatMul/Gemm/Conv), kept-float layers float32",
-        "activations": "quantized dynamically per tensor at run time (MatMulInteger/ConvInteger); everything "
-                       "else (LayerNorm, softmax, GELU, attention products) float32",
+        "weights": "int8 per-channel: MatMul/Gemm by onnxruntime quantize_dynamic, Conv/ConvTranspose "
+                   "weight-only (int8 initializer + Cast + Mul, folded at load); kept-float layers float32",
+        "activations": "MatMul/Gemm inputs quantized per tensor at run time (MatMulInteger); convolutions float32 "
+                       "(ConvInteger was 2x slower than fp32 here); everything else (LayerNorm, softmax, GELU, "
+                       "attention products) float32",
     },
     "tflite": {
         "weights": "int8 per-channel (ai-edge-quantizer): FULLY_CONNECTED dynamic-range, convolutions "
