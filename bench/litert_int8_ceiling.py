@@ -6,7 +6,9 @@ Takes the float LiteRT TinySAM encoder (as `convert` builds it) and quantizes wi
 own min/max calibration on random inputs:
 - `fc_conv`: every FULLY_CONNECTED, CONV_2D and DEPTHWISE_CONV_2D static int8 (including the
   post-GELU fc2 layers that the Q-TinySAM recipe keeps at float input for its twin-uniform range);
-- `fc_conv_bmm`: the same plus the attention products (BATCH_MATMUL).
+- `fc_conv_bmm`: the same plus the attention products (BATCH_MATMUL);
+- `fc_dynamic_conv`: FULLY_CONNECTED dynamic-range (XNNPACK quantizes each row of its input at run
+  time and writes float: no QUANTIZE/DEQUANTIZE pair around it), convolutions static int8.
 Then times each against the float model in the same process (median of repeated runs). No model
 here is meant to ship: the masks are not checked. It bounds what any int8 or mixed plan can gain
 from LiteRT's int8 kernels here. Writes JSON (default bench/results/litert_int8_ceiling.json).
@@ -28,18 +30,24 @@ if str(ROOT) not in sys.path:
 
 from bench.timing import time_fn  # noqa: E402 - after the path fix above
 
-VARIANTS = {"fc_conv": ("FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D"),
-            "fc_conv_bmm": ("FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D", "BATCH_MATMUL")}
+CONV = ("CONV_2D", "DEPTHWISE_CONV_2D")
+# variant -> (ops static int8, ops dynamic-range int8)
+VARIANTS = {"fc_conv": (("FULLY_CONNECTED", *CONV), ()),
+            "fc_conv_bmm": (("FULLY_CONNECTED", *CONV, "BATCH_MATMUL"), ()),
+            "fc_dynamic_conv": (CONV, ("FULLY_CONNECTED",))}
 
 
-def _static_int8(src: Path, dst: Path, ops: tuple[str, ...], samples: list[dict]) -> None:
+def _int8(src: Path, dst: Path, ops: tuple[tuple[str, ...], tuple[str, ...]], samples: list[dict]) -> None:
     from ai_edge_quantizer import qtyping, quantizer, recipe_manager
 
     from converters.tflite_export import quiet
 
     rm = recipe_manager.RecipeManager()
-    for op in ops:
+    static, dynamic = ops
+    for op in static:
         rm.add_static_config(".*", qtyping.TFLOperationName(op), 8, 8)
+    for op in dynamic:
+        rm.add_dynamic_config(".*", qtyping.TFLOperationName(op), 8)
     with quiet():
         q = quantizer.Quantizer(str(src))
         q.load_quantization_recipe(rm.get_quantization_recipe())
@@ -80,13 +88,13 @@ def run(image_size: int = 1024, threads: int = 2, warmup: int = 2, repeats: int 
         for name, ops in VARIANTS.items():
             dst = Path(tmp) / f"{name}.tflite"
             try:
-                _static_int8(src, dst, ops, samples)
+                _int8(src, dst, ops, samples)
                 t = _latency(dst, samples[0]["args_0"], threads, warmup, repeats)
             except Exception as exc:  # noqa: BLE001 - a variant LiteRT cannot build is a result too
-                rows.append({"variant": name, "ops": list(ops), "failed": str(exc).splitlines()[0][:200]})
+                rows.append({"variant": name, "static": list(ops[0]), "dynamic": list(ops[1]), "failed": str(exc).splitlines()[0][:200]})
                 say(f"{name} FAILED")
                 continue
-            rows.append({"variant": name, "ops": list(ops), "median_s": t["median_s"], "times_s": t["times_s"],
+            rows.append({"variant": name, "static": list(ops[0]), "dynamic": list(ops[1]), "median_s": t["median_s"], "times_s": t["times_s"],
                          "bytes": dst.stat().st_size, "speedup_vs_fp32": base["median_s"] / t["median_s"]})
             say(f"{name} {t['median_s'] * 1000:.1f} ms, {base['median_s'] / t['median_s']:.2f}x vs fp32")
     return {"what": __doc__.splitlines()[0], "image_size": image_size, "threads": threads, "repeats": repeats,
@@ -105,7 +113,7 @@ def main(argv: list[str] | None = None) -> dict:
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(res, indent=1))
     for r in res["rows"]:
-        print(f"{r['variant']:12s} " + (f"FAILED: {r['failed']}" if "failed" in r else
+        print(f"{r['variant']:16s} " + (f"FAILED: {r['failed']}" if "failed" in r else
                                          f"{r['median_s'] * 1000:8.1f} ms  {r['speedup_vs_fp32']:.2f}x  "
                                          f"{r['bytes'] / 1e6:.1f} MB"))
     return res

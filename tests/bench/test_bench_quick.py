@@ -121,7 +121,11 @@ def test_targets_report_misses_and_untrained_weights():
         {"backend": "torch", "precision": "fp32", "part": "encoder", "correctness_only": False,
          "speedup_vs_torch_fp32": 1.0},
         {"backend": "litert", "precision": "fp32", "part": "encoder", "correctness_only": False,
-         "speedup_vs_torch_fp32": 3.2, "peak_share": 0.5},
+         "speedup_vs_torch_fp32": 3.2, "peak_share": 0.5, "median_s": 0.4},
+        {"backend": "litert", "precision": "mixed", "part": "encoder", "correctness_only": False,
+         "speedup_vs_torch_fp32": 3.0, "median_s": 0.42},
+        {"backend": "litert", "precision": "int8", "part": "encoder", "correctness_only": False,
+         "speedup_vs_torch_fp32": 3.1, "median_s": 0.2},
         {"backend": "coreml-emulator", "precision": "fp32", "part": "encoder", "correctness_only": True,
          "speedup_vs_torch_fp32": 9.0}]},
         "sizes": {"rows": [{"target": "onnx", "precision": "mixed", "ratio_to_fp32": 0.33}]},
@@ -132,6 +136,9 @@ def test_targets_report_misses_and_untrained_weights():
     best = got["best encoder package vs torch eager fp32"]
     assert best["status"] == "MISS" and best["value"] == 3.2 and "litert" in best["note"]  # emulator excluded
     assert got["LiteRT fp32 encoder share of fp32 peak"]["status"] == "PASS"
+    mixed = got["LiteRT mixed encoder vs LiteRT fp32"]
+    assert mixed["status"] == "MISS" and mixed["value"] == 0.95  # same-run ratio
+    assert got["LiteRT int8 encoder vs LiteRT fp32"]["status"] == "N/A"  # shown, not a goal
     assert got["onnx mixed size vs fp32"]["status"] == "MISS"
     gt = got["litert mixed mIoU drop vs torch fp32 (ground truth)"]
     assert gt["status"] == "PASS" and "UNTRAINED" in gt["note"]
