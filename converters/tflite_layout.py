@@ -82,6 +82,27 @@ def _chains(fm, sg) -> list[list[int]]:  # noqa: ANN001
     return chains
 
 
+def _drop_unused_tensors(fm, si: int) -> None:  # noqa: ANN001
+    """Remove the tensors of subgraph `si` that nothing reads or writes any more; renumber the rest.
+
+    Tools that walk every tensor (ai-edge-quantizer's calibrator) fail on orphans without data."""
+    sg = fm.subgraphs[si]
+    used = {int(t) for op in sg.operators for t in list(op.inputs) + list(op.outputs) if int(t) >= 0}
+    used |= {int(t) for t in list(sg.inputs) + list(sg.outputs)}
+    keep = sorted(used)
+    new = {old: i for i, old in enumerate(keep)}
+    sg.tensors = [sg.tensors[i] for i in keep]
+    for op in sg.operators:
+        op.inputs = [new[int(t)] if int(t) >= 0 else -1 for t in op.inputs]
+        op.outputs = [new[int(t)] for t in op.outputs]
+    sg.inputs = [new[int(t)] for t in sg.inputs]
+    sg.outputs = [new[int(t)] for t in sg.outputs]
+    for sig in fm.signatureDefs or []:
+        if sig.subgraphIndex == si:
+            for tm in list(sig.inputs or []) + list(sig.outputs or []):
+                tm.tensorIndex = new[int(tm.tensorIndex)]
+
+
 def collapse_layout_chains(path: Path) -> dict[str, int]:
     """Rewrite `path` in place (see the module docstring); returns {"transposes_removed", "ops_removed"}."""
     from ai_edge_litert import schema_py_generated as schema
@@ -89,7 +110,7 @@ def collapse_layout_chains(path: Path) -> dict[str, int]:
 
     fm = fb.read_model(str(path))
     transposes = removed = 0
-    for sg in fm.subgraphs:
+    for si, sg in enumerate(fm.subgraphs):
         replace: dict[int, object] = {}  # first op index of a stretch -> its RESHAPE
         drop: set[int] = set()
         for chain in _chains(fm, sg):
@@ -120,6 +141,7 @@ def collapse_layout_chains(path: Path) -> dict[str, int]:
         if replace:
             sg.operators = [replace.get(k, op) for k, op in enumerate(sg.operators)
                             if k in replace or k not in drop]
+            _drop_unused_tensors(fm, si)
     if transposes:
         tmp = path.with_name(path.name + ".layout")
         fb.write_model(fm, str(tmp))

@@ -63,3 +63,19 @@ def test_noop_runs_collapse_and_values_are_identical(converted, tmp_path):
     assert after.count("TRANSPOSE") >= 1  # the final transpose moves elements and is kept
     np.testing.assert_array_equal(_run(out, x), want)
     assert collapse_layout_chains(out) == {"transposes_removed": 0, "ops_removed": 0}  # nothing left to do
+
+
+def test_collapsed_file_calibrates_with_ai_edge_quantizer(converted, tmp_path):
+    """No orphan tensors are left behind: the quantizer's calibrator reads every tensor."""
+    from ai_edge_quantizer import qtyping, quantizer, recipe_manager
+
+    out = tmp_path / "collapsed.tflite"
+    out.write_bytes(converted.read_bytes())
+    assert collapse_layout_chains(out)["transposes_removed"] >= 2
+    rm = recipe_manager.RecipeManager()
+    rm.add_static_config(".*", qtyping.TFLOperationName.FULLY_CONNECTED, 8, 8)
+    q = quantizer.Quantizer(str(out))
+    q.load_quantization_recipe(rm.get_quantization_recipe())
+    x = np.random.default_rng(1).standard_normal((1, 64, 16)).astype(np.float32)
+    q.quantize(q.calibrate({"serving_default": [{"args_0": x}]})).export_model(str(tmp_path / "q.tflite"))
+    assert "FULLY_CONNECTED" in _ops(tmp_path / "q.tflite")
