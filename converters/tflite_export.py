@@ -3,7 +3,8 @@
 LiteRT has no dynamic shapes, so the decoder is one file with one signature per K (`k1`, `k16`).
 Signature tensors are named `args_N` / `output_N` by the converter; the manifest maps them.
 Each float file loses its TRANSPOSE/RESHAPE runs that move no element (`converters.tflite_layout`)
-before any precision step, so every precision inherits the shorter graph.
+and gets every layer output named after its layer (`converters.tflite_names`, which name-based
+quantization rules need) before any precision step.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from converters.precision import keep_float_ops, weight_rules, without_top_modul
 from converters.spec import DECODER_K, ExportSpec
 from converters.tflite_compact import compact_tflite_biases, tensor_name
 from converters.tflite_layout import collapse_layout_chains
+from converters.tflite_names import name_layer_outputs
 from converters.wrappers import EncoderWrapper, decoder_module
 
 _FLOAT_CACHE: dict[tuple, bytes] = {}  # (model fingerprint, part) -> float .tflite bytes, last model only
@@ -176,6 +178,7 @@ def float_encoder(model: torch.nn.Module, spec: ExportSpec, dst: Path) -> None:
         with quiet():
             litert_torch.convert(EncoderWrapper(model).eval(), (torch.randn(1, 3, s, s),)).export(str(path))
         collapse_layout_chains(path)
+        name_layer_outputs(path)
 
     _cached_float((model_fingerprint(model), "encoder"), dst, build)
 
@@ -192,6 +195,7 @@ def float_decoder(model: torch.nn.Module, spec: ExportSpec, dst: Path) -> None:
                 builder = builder.signature(f"k{k}", dec, decoder_sample(spec, k))
             builder.convert().export(str(path))
         collapse_layout_chains(path)
+        name_layer_outputs(path)
 
     _cached_float((model_fingerprint(model), "decoder"), dst, build)
 

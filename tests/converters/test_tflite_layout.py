@@ -79,3 +79,23 @@ def test_collapsed_file_calibrates_with_ai_edge_quantizer(converted, tmp_path):
     x = np.random.default_rng(1).standard_normal((1, 64, 16)).astype(np.float32)
     q.quantize(q.calibrate({"serving_default": [{"args_0": x}]})).export_model(str(tmp_path / "q.tflite"))
     assert "FULLY_CONNECTED" in _ops(tmp_path / "q.tflite")
+
+
+def test_tinysam_float_encoder_names_every_layer_output_after_its_layer(tiny_model, tmp_path):
+    """`converters.tflite_names` in the real export: rules that select layers by output name reach
+    every FULLY_CONNECTED/CONV op (TinyViT's attention `proj` outputs used to carry the block's name)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from converters.spec import ExportSpec
+    from converters.tflite_export import float_encoder
+    from converters.tflite_names import LAYER_OPS, layer_path
+
+    model, _ = tiny_model
+    path = tmp_path / "encoder.tflite"
+    float_encoder(model, ExportSpec(model.config, "tflite", "fp32"), path)
+    it = Interpreter(model_path=str(path))
+    names = {d["index"]: d["name"] for d in it.get_tensor_details()}
+    layers = [o for o in it._get_ops_details() if o["op_name"] in LAYER_OPS]
+    assert sum("Linear_proj" in names[o["outputs"][0]] for o in layers) == 10  # one per attention block
+    for o in layers:
+        assert layer_path(names[o["inputs"][1]]) in names[o["outputs"][0]], names[o["outputs"][0]]
