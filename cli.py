@@ -33,7 +33,7 @@ for _command in (minisa_cmd, quantize_cmd, bench_cmd, demo_cmd, convert_cmd, ver
 
 
 if __name__ == "__main__":
-    from converters.logs import filter_native_stderr
+    from cli_commands.stderr_filter import filter_native_stderr
 
     filter_native_stderr()
     main()

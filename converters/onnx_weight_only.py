@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from converters.onnx_large import save_onnx
-from tinysam.quant.onnx_qdq import cast_mul_dequantize, weight_axis
+from tinysam.quant.onnx_qdq import cast_mul_dequantize, replace_nodes, weight_axis
 
 WEIGHT_OPS = ("MatMul", "Gemm", "Conv", "ConvTranspose")
 
@@ -67,15 +67,6 @@ def quantize_weights_int8(src: Path, dst: Path, exclude: set[str] | frozenset[st
         node.input[1] = done[(w_name, axis)]
         quantized.append(node.name)
         new_nodes.append(node)
-    # the Identity aliases of replaced weights are now dead; drop them so the float copy goes too
-    outputs = {o.name for o in graph.output}
-    live = {i for n in new_nodes for i in n.input} | outputs
-    new_nodes = [n for n in new_nodes if n.op_type != "Identity" or any(o in live for o in n.output)]
-    del graph.node[:]
-    graph.node.extend(new_nodes)
-    used = {i for n in graph.node for i in n.input}
-    keep = [i for i in graph.initializer if i.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(keep)
+    replace_nodes(graph, new_nodes)  # the replaced float weights (and their Identity aliases) go
     save_onnx(model, dst)
     return {"quantized": quantized, "kept_float": kept}

@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = r"""
 import os, sys
 sys.path.insert(0, {root!r})
-from converters.logs import filter_native_stderr
+from cli_commands.stderr_filter import filter_native_stderr
 filter_native_stderr()
 os.write(2, b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n")
 os.write(2, b"I0000 00:00:1795339618.555542    3086 port.cc:153] oneDNN custom operations are on.\n")

@@ -64,6 +64,19 @@ def cast_mul_dequantize(int8_name: str, scale_name: str, out: str, hint: str) ->
             helper.make_node("Mul", [cast, scale_name], [out], name=f"{hint}/weight/Mul")]
 
 
+def replace_nodes(graph, nodes: list) -> None:  # noqa: ANN001 - an onnx GraphProto
+    """Give `graph` the node list `nodes`, minus Identity nodes nobody reads any more, and drop the
+    initializers no node reads (the float weights that int8 copies replaced)."""
+    live = {i for n in nodes for i in n.input} | {o.name for o in graph.output}
+    nodes = [n for n in nodes if n.op_type != "Identity" or any(o in live for o in n.output)]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    used = {i for n in graph.node for i in n.input}
+    keep = [i for i in graph.initializer if i.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(keep)
+
+
 def apply_quant_scales_onnx(onnx_path: str | Path, qmodel_description: dict | str | Path,
                             out_path: str | Path) -> dict:
     """Write `out_path`: `onnx_path` with QDQ nodes using our scales. Returns {"quantized", "skipped"}."""
@@ -152,12 +165,7 @@ def apply_quant_scales_onnx(onnx_path: str | Path, qmodel_description: dict | st
             node.input[1] = dq
         quantized.append(name)
         new_nodes.append(node)
-    del graph.node[:]
-    graph.node.extend(new_nodes)
-    used = {i for n in graph.node for i in n.input}
-    keep = [i for i in graph.initializer if i.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(keep)
+    replace_nodes(graph, new_nodes)
     onnx.checker.check_model(model)
     onnx.save(model, str(out_path))
     return {"quantized": quantized, "skipped": skipped}
