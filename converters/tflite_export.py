@@ -112,12 +112,12 @@ def _recipe(precision: str, plan: dict, lists: set[str] | None = None, src: Path
     rm = recipe_manager.RecipeManager()
     if precision == "fp32":
         return None
+    fp16 = qtyping.OpQuantizationConfig(  # fp16 weights, float compute
+        weight_tensor_config=qtyping.TensorQuantizationConfig(num_bits=16, dtype=qtyping.TensorDataType.FLOAT),
+        compute_precision=qtyping.ComputePrecision.FLOAT, explicit_dequantize=True)
     if precision == "fp16":
-        cfg = qtyping.OpQuantizationConfig(
-            weight_tensor_config=qtyping.TensorQuantizationConfig(num_bits=16, dtype=qtyping.TensorDataType.FLOAT),
-            compute_precision=qtyping.ComputePrecision.FLOAT, explicit_dequantize=True)
         for name in WEIGHT_OPS:
-            rm.add_quantization_config(".*", op(name), cfg, AlgorithmName.FLOAT_CASTING)
+            rm.add_quantization_config(".*", op(name), fp16, AlgorithmName.FLOAT_CASTING)
         return rm.get_quantization_recipe()
     from converters.tflite_w8a8 import weight_only_config
 
@@ -132,9 +132,6 @@ def _recipe(precision: str, plan: dict, lists: set[str] | None = None, src: Path
     rm.add_quantization_config(".*", op.BATCH_MATMUL, None, AlgorithmName.NO_QUANTIZE)
     for name in keep_float_ops(plan, "tflite"):
         rm.add_quantization_config(".*", op(name), None, AlgorithmName.NO_QUANTIZE)
-    fp16 = qtyping.OpQuantizationConfig(
-        weight_tensor_config=qtyping.TensorQuantizationConfig(num_bits=16, dtype=qtyping.TensorDataType.FLOAT),
-        compute_precision=qtyping.ComputePrecision.FLOAT, explicit_dequantize=True)
     names = tensor_names(src) if src is not None and any("module" in r for r in weight_rules(plan)) else []
     for rule in weight_rules(plan):
         if "module" not in rule:
