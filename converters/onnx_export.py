@@ -68,12 +68,12 @@ def _convert_precision(src: Path, dst: Path, precision: str, plan: dict, work: P
         quant_pre_process(str(src), str(pre), skip_symbolic_shape=True,
                           save_as_external_data=needs_external_data(onnx.load(str(src), load_external_data=False)),
                           all_tensors_to_one_file=True)
-    graph = onnx.load(str(pre), load_external_data=False).graph
-    exclude = onnx_nodes_to_exclude(plan, [(n.name, n.op_type) for n in graph.node])
+    pre_model = onnx.load(str(pre), load_external_data=False)
+    exclude = onnx_nodes_to_exclude(plan, [(n.name, n.op_type) for n in pre_model.graph.node])
     dyn = work / (src.stem + "_dynamic.onnx")
     quantize_dynamic(str(pre), str(dyn), weight_type=QuantType.QInt8, per_channel=True,
                      op_types_to_quantize=QUANT_OPS, nodes_to_exclude=exclude,
-                     use_external_data_format=needs_external_data(onnx.load(str(pre), load_external_data=False)))
+                     use_external_data_format=needs_external_data(pre_model))
     # convolutions: int8 weights, float compute (ConvInteger made a 1024 px TinySAM encoder 2x slower than fp32)
     graph = onnx.load(str(dyn), load_external_data=False).graph
     quantize_weights_int8(dyn, dst, set(exclude) | {n.name for n in graph.node if n.op_type not in CONV_OPS})

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from converters.onnx_large import save_onnx
-from tinysam.quant.onnx_qdq import cast_mul_dequantize, replace_nodes, weight_axis
+from tinysam.quant.onnx_qdq import cast_mul_dequantize, identity_resolver, replace_nodes, weight_axis
 
 WEIGHT_OPS = ("MatMul", "Gemm", "Conv", "ConvTranspose")
 
@@ -33,12 +33,7 @@ def quantize_weights_int8(src: Path, dst: Path, exclude: set[str] | frozenset[st
     model = onnx.load(str(src))
     graph = model.graph
     inits = {i.name: i for i in graph.initializer}
-    producers = {o: n for n in graph.node for o in n.output}
-
-    def resolve(name: str) -> str:  # the exporter dedups equal weights through Identity nodes
-        while name not in inits and name in producers and producers[name].op_type == "Identity":
-            name = producers[name].input[0]
-        return name
+    resolve = identity_resolver(graph, inits)
 
     new_nodes, quantized, kept, done = [], [], [], {}
     for node in graph.node:

@@ -17,10 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-
-def tensor_name(t) -> str:  # noqa: ANN001 - a flatbuffer TensorT
-    """A flatbuffer tensor's name as text (the object API keeps it as bytes)."""
-    return t.name.decode() if isinstance(t.name, bytes) else t.name
+from converters.tflite_flatbuffer import opcode_index, tensor_name, write_in_place
 
 
 def _bias_lookups(model: torch.nn.Module) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
@@ -85,26 +82,13 @@ def compact_tflite_biases(path: Path, model: torch.nn.Module) -> dict[str, int]:
         saved += arr.nbytes - table.nbytes
         fm.buffers[t.buffer] = schema.BufferT()  # the folded values are gone; the tensor is now computed
         gathers.append(schema.OperatorT(
-            opcodeIndex=_opcode(fm, schema.BuiltinOperator.GATHER), inputs=[table_t, index_tensors[key]],
+            opcodeIndex=opcode_index(fm, schema.BuiltinOperator.GATHER), inputs=[table_t, index_tensors[key]],
             outputs=[ti], builtinOptionsType=schema.BuiltinOptions.GatherOptions,
             builtinOptions=schema.GatherOptionsT(axis=2, batchDims=0)))
     if not gathers:
         return {"replaced": 0, "bytes_saved": 0}
     saved -= sum(int(np.prod(sg.tensors[i].shape)) * 4 for i in index_tensors.values())
     sg.operators = gathers + list(sg.operators)  # inputs are constants: they can run first
-    tmp = path.with_name(path.name + ".compact")
-    fb.write_model(fm, str(tmp))
-    tmp.replace(path)
+    write_in_place(fm, path)
     return {"replaced": len(gathers), "bytes_saved": int(saved)}
 
-
-def _opcode(fm, builtin: int) -> int:  # noqa: ANN001
-    """Index of `builtin` in the model's operator codes (added if missing)."""
-    from ai_edge_litert import schema_py_generated as schema
-
-    for i, oc in enumerate(fm.operatorCodes):
-        if max(oc.builtinCode, oc.deprecatedBuiltinCode) == builtin:
-            return i
-    fm.operatorCodes.append(schema.OperatorCodeT(deprecatedBuiltinCode=min(builtin, 127), builtinCode=builtin,
-                                                 version=1))
-    return len(fm.operatorCodes) - 1

@@ -22,7 +22,8 @@ import torch
 from converters.onnx_export import decoder_sample
 from converters.precision import keep_float_ops, weight_rules, without_top_module
 from converters.spec import DECODER_K, ExportSpec
-from converters.tflite_compact import compact_tflite_biases, tensor_name
+from converters.tflite_compact import compact_tflite_biases
+from converters.tflite_flatbuffer import tensor_name
 from converters.tflite_layout import collapse_layout_chains
 from converters.tflite_names import name_layer_outputs
 from converters.wrappers import EncoderWrapper, decoder_module

@@ -17,12 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from converters.tflite_compact import _opcode
-
-
-def _builtin(fm, op) -> int:  # noqa: ANN001
-    oc = fm.operatorCodes[op.opcodeIndex]
-    return max(oc.builtinCode, oc.deprecatedBuiltinCode)
+from converters.tflite_flatbuffer import builtin_code, opcode_index, write_in_place
 
 
 def _const_ints(fm, sg, ti: int) -> np.ndarray | None:  # noqa: ANN001
@@ -43,7 +38,7 @@ def _is_pure_reshape(fm, sg, chain: list) -> bool:  # noqa: ANN001
     shape = list(sg.tensors[chain[0].inputs[0]].shape)
     a = np.arange(int(np.prod(shape)), dtype=np.int64).reshape(shape)
     for op in chain:
-        if _builtin(fm, op) == schema.BuiltinOperator.TRANSPOSE:
+        if builtin_code(fm, op) == schema.BuiltinOperator.TRANSPOSE:
             perm = _const_ints(fm, sg, op.inputs[1])
             if perm is None:
                 return False
@@ -62,7 +57,7 @@ def _chains(fm, sg) -> list[list[int]]:  # noqa: ANN001
         for t in op.inputs:
             readers.setdefault(int(t), []).append(i)
     outputs = {int(t) for t in sg.outputs}
-    movable = [_builtin(fm, op) in kinds and all(sg.tensors[t].shape is not None for t in op.outputs)
+    movable = [builtin_code(fm, op) in kinds and all(sg.tensors[t].shape is not None for t in op.outputs)
                for op in sg.operators]
 
     def next_of(i: int) -> int | None:
@@ -118,7 +113,7 @@ def collapse_layout_chains(path: Path) -> dict[str, int]:
             while i < len(chain):
                 for j in range(len(chain), i + 1, -1):  # longest stretch first
                     ops = [sg.operators[k] for k in chain[i:j]]
-                    n_t = sum(_builtin(fm, op) == schema.BuiltinOperator.TRANSPOSE for op in ops)
+                    n_t = sum(builtin_code(fm, op) == schema.BuiltinOperator.TRANSPOSE for op in ops)
                     if n_t and _is_pure_reshape(fm, sg, ops):
                         out = int(ops[-1].outputs[0])
                         shape = np.asarray(sg.tensors[out].shape, np.int32)
@@ -127,7 +122,7 @@ def collapse_layout_chains(path: Path) -> dict[str, int]:
                                                          buffer=len(fm.buffers) - 1,
                                                          name=f"collapsed_shape_{len(sg.tensors)}"))
                         replace[chain[i]] = schema.OperatorT(
-                            opcodeIndex=_opcode(fm, schema.BuiltinOperator.RESHAPE),
+                            opcodeIndex=opcode_index(fm, schema.BuiltinOperator.RESHAPE),
                             inputs=[int(ops[0].inputs[0]), len(sg.tensors) - 1], outputs=[out],
                             builtinOptionsType=schema.BuiltinOptions.ReshapeOptions,
                             builtinOptions=schema.ReshapeOptionsT(newShape=shape.tolist()))
@@ -143,7 +138,5 @@ def collapse_layout_chains(path: Path) -> dict[str, int]:
                             if k in replace or k not in drop]
             _drop_unused_tensors(fm, si)
     if transposes:
-        tmp = path.with_name(path.name + ".layout")
-        fb.write_model(fm, str(tmp))
-        tmp.replace(path)
+        write_in_place(fm, path)
     return {"transposes_removed": transposes, "ops_removed": removed}

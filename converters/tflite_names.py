@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from converters.tflite_compact import tensor_name
+from converters.tflite_flatbuffer import builtin_code, tensor_name, write_in_place
 
 LAYER_OPS = ("FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D", "TRANSPOSE_CONV")
 _WEIGHT_INPUT = {"TRANSPOSE_CONV": 1}  # TRANSPOSE_CONV: (output_shape, weights, input, bias)
@@ -38,8 +38,7 @@ def name_layer_outputs(path: Path) -> int:
     renamed = 0
     for sg in fm.subgraphs:
         for op in sg.operators:
-            oc = fm.operatorCodes[op.opcodeIndex]
-            kind = codes.get(max(oc.builtinCode, oc.deprecatedBuiltinCode))
+            kind = codes.get(builtin_code(fm, op))
             if kind is None:
                 continue
             w = sg.tensors[op.inputs[_WEIGHT_INPUT.get(kind, 1)]]
@@ -53,7 +52,5 @@ def name_layer_outputs(path: Path) -> int:
                 taken.add(name)
                 renamed += 1
     if renamed:
-        tmp = path.with_name(path.name + ".names")
-        fb.write_model(fm, str(tmp))
-        tmp.replace(path)
+        write_in_place(fm, path)
     return renamed

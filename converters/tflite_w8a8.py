@@ -26,8 +26,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from converters.tflite_compact import tensor_name
-from converters.tflite_export import file_module_regex, module_lists, quiet, tensor_names, tflite_module_regex
+from converters.tflite_export import (
+    WEIGHT_OPS,
+    file_module_regex,
+    module_lists,
+    quiet,
+    tensor_names,
+    tflite_module_regex,
+)
+from converters.tflite_flatbuffer import builtin_code, tensor_name
+from converters.tflite_names import LAYER_OPS
 
 QUANT_OPS = ("FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D")
 
@@ -170,11 +178,6 @@ def snapped_copy(qmodel: torch.nn.Module, names: list[str]) -> torch.nn.Module:
     return out
 
 
-# ai-edge-quantizer op name -> LiteRT schema op name
-WEIGHT_ONLY_OPS = {"FULLY_CONNECTED": "FULLY_CONNECTED", "CONV_2D": "CONV_2D",
-                   "DEPTHWISE_CONV_2D": "DEPTHWISE_CONV_2D", "CONV_2D_TRANSPOSE": "TRANSPOSE_CONV"}
-
-
 def weight_only_int8(float_path: Path, out_path: Path, qmodel: torch.nn.Module, names: list[str]) -> list[str]:
     """Write `out_path`: `float_path` (any number of signatures) with int8 weights and float compute
     for the layers `names`; returns the names whose op now reads int8 weights.
@@ -195,20 +198,19 @@ def weight_only_int8(float_path: Path, out_path: Path, qmodel: torch.nn.Module, 
     w8 = weight_only_config()
     rm = recipe_manager.RecipeManager()
     for n in names:
-        for op in WEIGHT_ONLY_OPS:
+        for op in WEIGHT_OPS:
             rm.add_quantization_config(rx[n], qtyping.TFLOperationName(op), w8, AlgorithmName.MIN_MAX_UNIFORM_QUANT)
     with quiet():
         q = quantizer.Quantizer(str(float_path))
         q.load_quantization_recipe(rm.get_quantization_recipe())
         q.quantize(enable_progress_report=False).export_model(str(out_path), overwrite=True)
     fm = fb.read_model(str(out_path))
-    codes = {getattr(schema.BuiltinOperator, op) for op in WEIGHT_ONLY_OPS.values()}
+    codes = {getattr(schema.BuiltinOperator, op) for op in LAYER_OPS}
     int8_out: list[str] = []  # output tensor names of weight ops that read (dequantized) int8 weights
     for sg in fm.subgraphs:
         producer = {o: op for op in sg.operators for o in op.outputs}
         for op in sg.operators:
-            oc = fm.operatorCodes[op.opcodeIndex]
-            if max(oc.builtinCode, oc.deprecatedBuiltinCode) not in codes:
+            if builtin_code(fm, op) not in codes:
                 continue
             w = sg.tensors[op.inputs[1]]
             src = producer.get(op.inputs[1])  # explicit dequantize: DEQUANTIZE(int8 constant) -> weight

@@ -17,6 +17,7 @@ initializers is folded to the same float weight when the session loads.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +53,19 @@ def weight_axis(node) -> int:  # noqa: ANN001
         trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
         return 0 if trans_b else 1
     return 1  # MatMul: B = W^T [in, out]
+
+
+def identity_resolver(graph, inits: dict) -> Callable[[str], str]:  # noqa: ANN001 - an onnx GraphProto
+    """A function from a tensor name to the initializer behind it: the exporter dedups equal weights
+    through Identity nodes, so a node's weight input may be an Identity's output."""
+    producers = {o: n for n in graph.node for o in n.output}
+
+    def resolve(name: str) -> str:
+        while name not in inits and name in producers and producers[name].op_type == "Identity":
+            name = producers[name].input[0]
+        return name
+
+    return resolve
 
 
 def cast_mul_dequantize(int8_name: str, scale_name: str, out: str, hint: str) -> list:
@@ -99,13 +113,7 @@ def apply_quant_scales_onnx(onnx_path: str | Path, qmodel_description: dict | st
             val = next((a.t for a in c.attribute if a.name == "value"), None)
             if val is not None and len(val.dims) >= 2:
                 inits.setdefault(c.output[0], val)
-    producers = {o: n for n in graph.node for o in n.output}
-
-    def resolve(name: str) -> str:  # the exporter dedups equal weights through Identity nodes
-        while name not in inits and name in producers and producers[name].op_type == "Identity":
-            name = producers[name].input[0]
-        return name
-
+    resolve = identity_resolver(graph, inits)
     new_nodes, quantized, skipped = [], [], []
     counter = [0]
 
