@@ -5,7 +5,7 @@
 Takes the float LiteRT TinySAM encoder (as `convert` builds it) and quantizes with ai-edge-quantizer's
 own min/max calibration on random inputs:
 - `fc_conv`: every FULLY_CONNECTED, CONV_2D and DEPTHWISE_CONV_2D static int8 (including the
-  post-GELU fc2 layers that the Q-TinySAM recipe keeps at float input for its twin-uniform range);
+  post-GELU fc2 layers, whose twin-uniform range the w8a8 package quantizes per row at run time instead);
 - `fc_conv_bmm`: the same plus the attention products (BATCH_MATMUL);
 - `fc_dynamic_conv`: FULLY_CONNECTED dynamic-range (XNNPACK quantizes each row of its input at run
   time and writes float: no QUANTIZE/DEQUANTIZE pair around it), convolutions static int8.

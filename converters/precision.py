@@ -224,14 +224,15 @@ _APPLIED_W8A8: dict[str, dict[str, str]] = {
                    "same quantize-dequantize in float",
     },
     "tflite": {
-        "weights": "encoder FULLY_CONNECTED/CONV_2D int8 per-channel: ai-edge-quantizer takes no given weight "
-                   "scales, so the weights are first snapped to the recipe's grid (codes clipped to +-127), "
-                   "from which its max-based scale is the recipe's scale (exact for channels whose searched "
-                   "scale clips, within half a step otherwise); decoder float32",
+        "weights": "FULLY_CONNECTED/CONV_2D int8 per-channel, encoder and decoder: ai-edge-quantizer takes no "
+                   "given weight scales, so the weights are first snapped to the recipe's grid (codes clipped "
+                   "to +-127), from which its max-based scale is the recipe's scale (exact for channels whose "
+                   "searched scale clips, within half a step otherwise)",
         "activations": "encoder FC/CONV inputs static int8 with the recipe's scales (given to the quantizer as "
                        "min/max statistics); static int8 ops also write int8 outputs, requantized with ranges "
-                       "LiteRT calibrates on the calibration images (not in the recipe); attention products "
-                       "(BATCH_MATMUL), twin-uniform inputs and the decoder float32",
+                       "LiteRT calibrates on the calibration images (not in the recipe); twin-uniform post-GELU "
+                       "fc2 inputs int8 per row at run time (dynamic-range FULLY_CONNECTED); attention products "
+                       "(BATCH_MATMUL) and the decoder float32",
     },
     "coreml": {
         "weights": "int8 per-channel with the recipe's searched scales (constexpr_affine_dequantize), encoder "

@@ -10,9 +10,11 @@ What LiteRT (ai-edge-quantizer 0.10.0, ai-edge-litert 2.3.0) can take, and what 
 - outputs: a static int8 FULLY_CONNECTED/CONV_2D also writes int8, so every such op requantizes
   its output with a calibrated range (min/max over the calibration images, `output_ranges`), which
   the fake-quant model does not do.
-- twin-uniform operands (post-GELU fc2 inputs, post-softmax probabilities) and attention products
-  (BATCH_MATMUL, whose int8 form fails to prepare in LiteRT 2.3) stay float, as in the ONNX QDQ path;
-  the fc2 layers keep int8 weights (explicit DEQUANTIZE, float compute), as the recipe has them.
+- twin-uniform inputs (post-GELU fc2) have no static int8 form (one scale): their FULLY_CONNECTED is
+  dynamic-range instead, so XNNPACK quantizes each input row to its own asymmetric range at run time
+  (`tinysam.quant.quantizer.fake_quant_rows` models it; at 1024 px this took the encoder from 261 to
+  216 ms with the same mask agreement as float fc2 inputs). Attention products (BATCH_MATMUL, whose
+  int8 form fails to prepare in LiteRT 2.3) and post-softmax probabilities stay float.
 - the PT2E route (`litert_torch.quantize.pt2e_quantizer`) calibrates its own observers; it has no
   entry for given scales either.
 """
@@ -114,10 +116,11 @@ def quantize_tflite_w8a8(float_path: Path, out_path: Path, qmodel: torch.nn.Modu
                          samples: list[dict[str, np.ndarray]], prefix: str = "image_encoder") -> dict:
     """Write `out_path`: `float_path` with static int8 FC/CONV for our layers, activation scales ours.
 
-    Layers whose input is twin-uniform (post-GELU) get int8 weights with float compute (an explicit
-    DEQUANTIZE of the weights), as in the recipe: W8, activations kept float. `samples` calibrate
-    the ranges LiteRT needs beyond our scales (the int8 outputs). Returns {"layers": n,
-    "int8_layers": [...], "weight_only_layers": [...], "float_layers": [...]}.
+    Layers whose input is twin-uniform (post-GELU) get a dynamic-range FULLY_CONNECTED (int8 weights,
+    input rows quantized at run time); a twin-uniform conv would get int8 weights with float compute.
+    `samples` calibrate the ranges LiteRT needs beyond our scales (the int8 outputs). Returns
+    {"layers": n, "int8_layers": [...], "dynamic_layers": [...], "weight_only_layers": [...],
+    "float_layers": [...]}.
     """
     from ai_edge_quantizer import qtyping, quantizer, recipe_manager
     from ai_edge_quantizer.algorithm_manager import AlgorithmName
@@ -128,12 +131,16 @@ def quantize_tflite_w8a8(float_path: Path, out_path: Path, qmodel: torch.nn.Modu
     matched = layer_ops(float_path, qmodel, prefix)
     ops = {n: io for n, io in matched.items() if layers[n].a_kind == "uniform"}
     inputs = {n: io[0] for n, io in ops.items()}
-    weight_only = [n for n in matched if n not in ops]  # twin-uniform input: int8 weights, float compute
+    twin = [n for n in matched if n not in ops]
+    dynamic = [n for n in twin if layers[n].kind == "linear"]
+    weight_only = [n for n in twin if n not in dynamic]
     if not inputs:
         raise ValueError(f"no LiteRT op of {float_path.name} matches a calibrated layer under {prefix!r}")
     lists = module_lists(qmodel)
     rm = recipe_manager.RecipeManager()
     w8 = weight_only_config()
+    for n in dynamic:
+        rm.add_dynamic_config(tflite_module_regex(group_regex(n), lists), qtyping.TFLOperationName("FULLY_CONNECTED"), 8)
     for n in weight_only:
         for name in QUANT_OPS:
             rm.add_quantization_config(tflite_module_regex(group_regex(n), lists), qtyping.TFLOperationName(name),
@@ -150,9 +157,9 @@ def quantize_tflite_w8a8(float_path: Path, out_path: Path, qmodel: torch.nn.Modu
             stats[tensor] = {"min": np.array(-128.0 * s, np.float32), "max": np.array(127.0 * s, np.float32)}
         q.quantize(stats, enable_progress_report=False).export_model(str(out_path), overwrite=True)
     skipped = [n for n, m in layers.items() if n.startswith(prefix) and m.calibrated and m.kind != "matmul"
-               and n not in inputs and n not in weight_only]
-    return {"layers": len(inputs), "int8_layers": list(inputs), "weight_only_layers": list(weight_only),
-            "float_layers": skipped}
+               and n not in matched]
+    return {"layers": len(inputs), "int8_layers": list(inputs), "dynamic_layers": dynamic,
+            "weight_only_layers": weight_only, "float_layers": skipped}
 
 
 @torch.no_grad()

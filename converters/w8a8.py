@@ -27,10 +27,11 @@ CALIBRATION_IMAGES = 4  # images of the scale search (as the measured mixed plan
 # Layer categories of the manifest (`precision_plan.layers`).
 W8A8 = "int8_weights_int8_activations"
 W8_AFLOAT = "int8_weights_float_activations"
+W8_ADYNAMIC = "int8_weights_dynamic_int8_activations"
 MATMUL_BOTH = "int8_matmul_both_operands"
 MATMUL_B = "int8_matmul_second_operand"
 FLOAT = "float"
-INT8_CATEGORIES = (W8A8, W8_AFLOAT, MATMUL_BOTH, MATMUL_B)
+INT8_CATEGORIES = (W8A8, W8_AFLOAT, W8_ADYNAMIC, MATMUL_BOTH, MATMUL_B)
 
 REASONS = {
     "uncalibrated": "never ran on the calibration prompts (e.g. the mask-input convs: calibration uses no "
@@ -43,6 +44,10 @@ REASONS = {
                       "two (k1, k16)",
     "litert_unmatched": "no LiteRT FULLY_CONNECTED/CONV_2D op matched this layer",
 }
+# How LiteRT computes the encoder's twin-uniform (post-GELU) fc2 inputs instead of in float.
+DYNAMIC_ACT = ("int8 per row at run time (dynamic-range FULLY_CONNECTED: XNNPACK quantizes each row of the input "
+               "to its own asymmetric range, which keeps the skewed post-GELU range that no static int8 scale "
+               "holds; the recipe's twin-uniform scale is not used); the weights are int8")
 
 
 def recipe_qmodel(model: torch.nn.Module, calibration: str | Path | None = None, images: int = CALIBRATION_IMAGES,
@@ -133,7 +138,8 @@ def layer_split(q: torch.nn.Module, target: str) -> dict:
     ONNX (QDQ) and CoreML (quantize/dequantize ops) hold every calibrated layer's int8 weights and
     every uniform activation; twin-uniform activations stay float. LiteRT's split is known only after
     its quantizer ran (`converters.w8a8_export`), so here it lists the candidates: W8A8 for the
-    encoder's uniform inputs, W8 with float activations for twin-uniform inputs and the decoder.
+    encoder's uniform inputs, W8 with dynamic int8 activations for the encoder's twin-uniform linear
+    inputs (`DYNAMIC_ACT`), W8 with float activations for the decoder.
     """
     from tinysam.quant.qmodel import quant_layers
 
@@ -151,9 +157,12 @@ def layer_split(q: torch.nn.Module, target: str) -> dict:
             keep_float("litert_matmul", name)
         elif layer.kind == "matmul":
             out[MATMUL_BOTH if uniform else MATMUL_B].append(name)
-        else:  # LiteRT's two-signature decoder takes int8 weights only (REASONS["litert_decoder"])
-            act_int8 = uniform and not (target == "tflite" and not name.startswith("image_encoder."))
-            out[W8A8 if act_int8 else W8_AFLOAT].append(name)
+        elif target == "tflite" and not name.startswith("image_encoder."):
+            out[W8_AFLOAT].append(name)  # the two-signature decoder takes int8 weights only (REASONS["litert_decoder"])
+        elif target == "tflite" and not uniform and layer.kind == "linear":
+            out[W8_ADYNAMIC].append(name)
+        else:
+            out[W8A8 if uniform else W8_AFLOAT].append(name)
     return out
 
 
@@ -170,7 +179,8 @@ def package_reference(q: torch.nn.Module, layers: dict) -> torch.nn.Module:
             if name not in qls or not qls[name].calibrated:
                 raise ValueError(f"w8a8 layer {name!r} has no calibrated scales")
             qls[name].quant_enabled = True
-            qls[name].act_quant = cat in (W8A8, MATMUL_BOTH)
+            qls[name].act_quant = cat in (W8A8, MATMUL_BOTH, W8_ADYNAMIC)
+            qls[name].act_dynamic = cat == W8_ADYNAMIC
     return ref
 
 
@@ -199,6 +209,8 @@ def w8a8_plan(q: torch.nn.Module, layers: dict, target: str) -> dict:
         + [{"layers": len(names), "reason": reason} for reason, names in layers.get(FLOAT, {}).items()]
         + [{"ops": "LayerNorm, softmax, GELU, residual and relative-position adds, the decoder's final "
                     "hypernetwork product", "reason": "float in the recipe itself (not quantized layers)"}],
+        dynamic_activations=[{"layers": len(layers[W8_ADYNAMIC]), "operand": "input (post-GELU)",
+                              "why": REASONS["twin_act"], "computed": DYNAMIC_ACT}] if layers.get(W8_ADYNAMIC) else [],
         parity_reference=("the recipe's fake-quant model restricted to the int8 layers listed here "
                           f"(converters.w8a8.package_reference) for {target}, and the float model"))
     return plan

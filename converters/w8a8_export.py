@@ -5,9 +5,9 @@ files, signatures and manifest `models` section as the float exporters, and retu
 (`converters.w8a8.layer_split` form) its files actually hold:
 - ONNX: the BN-folded float graphs of `q` with QuantizeLinear/DequantizeLinear carrying the recipe's
   scales (`tinysam.quant.onnx_qdq`), encoder and every decoder graph.
-- LiteRT: a static int8 encoder with the recipe's activation scales and snapped weights (int8
-  weights with float compute where the input is twin-uniform; `converters.tflite_w8a8`), and the
-  decoder with the recipe's int8 weights and float activations.
+- LiteRT: a static int8 encoder with the recipe's activation scales and snapped weights (dynamic-range
+  int8 FCs where the input is twin-uniform; `converters.tflite_w8a8`), and the decoder with the
+  recipe's int8 weights and float activations.
 - CoreML: `q` traced with torch's quantize/dequantize ops in place of its fake quantization;
   coremltools 9.0 turns them into `quantize`/`dequantize` ops (activations) and
   `constexpr_affine_dequantize` (weights) with exactly these scales.
@@ -29,6 +29,7 @@ from converters.w8a8 import (
     INT8_CATEGORIES,
     MATMUL_B,
     REASONS,
+    W8_ADYNAMIC,
     W8_AFLOAT,
     W8A8,
     layer_split,
@@ -89,7 +90,7 @@ def _tflite(q: torch.nn.Module, spec: ExportSpec, out_dir: Path, work: Path, cal
 
     layers = layer_split(q, "tflite")
     say("tflite: converting the encoder with weights on the recipe's grid")
-    snapped = snapped_copy(q, layers[W8A8] + layers[W8_AFLOAT])
+    snapped = snapped_copy(q, layers[W8A8] + layers[W8_ADYNAMIC] + layers[W8_AFLOAT])
     enc_float = work / "encoder_snapped_fp32.tflite"
     float_encoder(snapped, spec, enc_float)
     say("tflite: encoder -> static int8 with the recipe's activation scales")
@@ -103,10 +104,10 @@ def _tflite(q: torch.nn.Module, spec: ExportSpec, out_dir: Path, work: Path, cal
     dec_float = work / "decoder_snapped_fp32.tflite"
     float_decoder(snapped, spec, dec_float)
     dec_matched = weight_only_int8(dec_float, out_dir / "decoder.tflite", q, dec_w8)
-    done = set(info["int8_layers"] + info["weight_only_layers"] + dec_matched)
-    unmatched = [n for n in layers[W8A8] + enc_w8 + dec_w8 if n not in done]
-    layers[W8A8] = [n for n in layers[W8A8] if n in done]
-    layers[W8_AFLOAT] = [n for n in layers[W8_AFLOAT] if n in done]
+    done = set(info["int8_layers"] + info["dynamic_layers"] + info["weight_only_layers"] + dec_matched)
+    unmatched = [n for n in layers[W8A8] + layers[W8_ADYNAMIC] + enc_w8 + dec_w8 if n not in done]
+    for cat in (W8A8, W8_ADYNAMIC, W8_AFLOAT):
+        layers[cat] = [n for n in layers[cat] if n in done]
     if unmatched:
         layers[FLOAT][REASONS["litert_unmatched"]] = unmatched
     return tflite_models(spec), layers

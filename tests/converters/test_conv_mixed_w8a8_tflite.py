@@ -37,11 +37,11 @@ def test_litert_w8a8_follows_fake_quant(tiny_model, tmp_path):
     assert info["layers"] > 30
     quantize_tflite_w8a8(src, tmp_path / "wrong.tflite", wrong, samples)
     set_quant(q, True)
-    for layer in quant_layers(q).values():  # what LiteRT keeps float: attention products, twin-uniform inputs
+    for layer in quant_layers(q).values():  # LiteRT: attention products float, twin-uniform inputs per row
         if layer.kind == "matmul":
             layer.quant_enabled = False
-        elif layer.a_kind != "uniform":  # int8 weights, float input
-            layer.act_quant = False
+        elif layer.a_kind != "uniform":  # int8 weights, input quantized per row at run time
+            layer.act_dynamic = True
 
     def error(path) -> float:  # noqa: ANN001
         run = Interpreter(str(path), num_threads=1).get_signature_runner()

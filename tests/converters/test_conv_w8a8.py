@@ -19,6 +19,7 @@ from converters.w8a8 import (
     MATMUL_B,
     MATMUL_BOTH,
     SCALES_FILE,
+    W8_ADYNAMIC,
     W8_AFLOAT,
     W8A8,
     layer_split,
@@ -208,10 +209,16 @@ def test_tflite_w8a8_package(w8a8_setup, tmp_path):
     assert sum(d["dtype"] == np.int8 for d in details) > 50
     plan = json.loads((res.path / "manifest.json").read_text())["precision_plan"]
     assert len(plan["layers"][W8A8]) > 30 and not plan["layers"][MATMUL_BOTH]
-    assert "image_encoder.layers.1.blocks.0.mlp.fc2" in plan["layers"][W8_AFLOAT]  # int8 weights, float input
-    enc_w8 = [n for n in plan["layers"][W8_AFLOAT] if n.startswith("image_encoder.")]
-    ops = Interpreter(str(res.path / "encoder.tflite"))._get_ops_details()  # noqa: SLF001
-    assert sum(o["op_name"] == "DEQUANTIZE" for o in ops) > len(enc_w8)
+    fc2 = "image_encoder.layers.1.blocks.0.mlp.fc2"
+    assert fc2 in plan["layers"][W8_ADYNAMIC]  # post-GELU input: quantized per row at run time
+    assert not [n for n in plan["layers"][W8_AFLOAT] if n.startswith("image_encoder.")]
+    assert plan["dynamic_activations"][0]["layers"] == len(plan["layers"][W8_ADYNAMIC])
+    it = Interpreter(str(res.path / "encoder.tflite"))
+    kinds = {d["index"]: d["dtype"] for d in it.get_tensor_details()}
+    fcs = [o for o in it._get_ops_details() if o["op_name"] == "FULLY_CONNECTED"]  # noqa: SLF001
+    # dynamic-range FC: float input and output, int8 weights; one per fc2
+    dyn = [o for o in fcs if kinds[o["inputs"][0]] == np.float32 and kinds[o["inputs"][1]] == np.int8]
+    assert len(dyn) == len(plan["layers"][W8_ADYNAMIC])
     assert "mask_decoder.transformer.layers.0.mlp.lin1" in plan["layers"][W8_AFLOAT]  # decoder: int8 weights
     assert (res.path / "decoder.tflite").stat().st_size < 0.4 * 4 * sum(
         p.numel() for n, p in model.named_parameters() if n.startswith("mask_decoder."))

@@ -7,6 +7,8 @@ measurements, where one group at a time is switched on). `a_kind` is "uniform" o
 kind ("twin_gelu" for inputs that come from a GELU, "twin_softmax" for attention probabilities).
 `act_quant = False` leaves a layer's (first) input activation float while its weight stays quantized:
 the fake-quant model of an export whose format has no int8 form of that activation (twin-uniform).
+`act_dynamic = True` quantizes that input per row at run time instead (`fake_quant_rows`, no scale of
+its own): the fake-quant model of an export that computes it with dynamically quantized int8 kernels.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .quantizer import channel_view, fake_quant
+from .quantizer import channel_view, fake_quant, fake_quant_rows
 from .twin_uniform import twin_quant
 
 ACT_KINDS = ("uniform", "twin_gelu", "twin_softmax")
@@ -26,6 +28,7 @@ class QuantBase(nn.Module):
 
     kind = "base"
     act_quant = True  # False: the input activation stays float (weights / B operand still quantized)
+    act_dynamic = False  # True: the input activation is quantized per row at run time (its scale unused)
     weight_axis = 0  # axis of the weight that indexes output channels
     out_channel_dim = 1  # axis of the output that indexes output channels
 
@@ -45,6 +48,8 @@ class QuantBase(nn.Module):
         """Fake-quantize an input activation with this layer's activation quantizer (as is if not `act_quant`)."""
         if not self.act_quant:
             return x
+        if self.act_dynamic:
+            return fake_quant_rows(x, self.a_bits)
         s = self.a_scale if scale is None else scale
         if self.a_kind == "uniform":
             return fake_quant(x, s, self.a_bits)

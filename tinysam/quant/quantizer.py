@@ -61,6 +61,22 @@ def quantize_int(x: torch.Tensor, scale: torch.Tensor | float, bits: int) -> tor
     return torch.clamp(torch.round(x / scale), qmin, qmax).to(torch.int32)
 
 
+def fake_quant_rows(x: torch.Tensor, bits: int) -> torch.Tensor:
+    """Quantize-dequantize each row of `x` (its last axis) on its own asymmetric `bits`-bit grid.
+
+    The run-time ("dynamic") quantization of an int8 matmul input, as XNNPACK's dynamically quantized
+    fully-connected kernels do it: per row, the range [min(x, 0), max(x, 0)] over 2^b - 1 steps, with
+    the zero point rounded so that 0 is exact. A skewed input (e.g. after GELU: -0.17 to several units)
+    keeps its whole range, which one symmetric per-tensor scale cannot.
+    """
+    qmin, qmax = qrange(bits)
+    lo = x.detach().amin(dim=-1, keepdim=True).clamp_max(0)
+    hi = x.detach().amax(dim=-1, keepdim=True).clamp_min(0)
+    scale = ((hi - lo) / (qmax - qmin)).clamp_min(1e-12)
+    zero = torch.clamp(torch.round(qmin - lo / scale), qmin, qmax)
+    return (torch.clamp(torch.round(x / scale) + zero, qmin, qmax) - zero) * scale
+
+
 def max_scale(x: torch.Tensor, bits: int) -> torch.Tensor:
     """Per-tensor max-based scale: max|x| / (2^(b-1) - 1) (0-d tensor)."""
     return (x.detach().abs().amax().float() / qrange(bits)[1]).clamp_min(1e-8)
