@@ -41,6 +41,7 @@ def _int8(src: Path, dst: Path, ops: tuple[tuple[str, ...], tuple[str, ...]], sa
     from ai_edge_quantizer import qtyping, quantizer, recipe_manager
 
     from converters.tflite_export import quiet
+    from converters.tflite_int8_moves import move_int8_data
 
     rm = recipe_manager.RecipeManager()
     static, dynamic = ops
@@ -52,6 +53,7 @@ def _int8(src: Path, dst: Path, ops: tuple[tuple[str, ...], tuple[str, ...]], sa
         q = quantizer.Quantizer(str(src))
         q.load_quantization_recipe(rm.get_quantization_recipe())
         q.quantize(q.calibrate({"serving_default": samples})).export_model(str(dst), overwrite=True)
+    move_int8_data(dst)  # as the w8a8 package: data movement on int8, pads folded into the convolutions
 
 
 def _latency(path: Path, x: np.ndarray, threads: int, warmup: int, repeats: int) -> dict:

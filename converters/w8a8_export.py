@@ -84,6 +84,7 @@ def _onnx(q: torch.nn.Module, spec: ExportSpec, out_dir: Path, plan: dict, work:
 def _tflite(q: torch.nn.Module, spec: ExportSpec, out_dir: Path, work: Path, calibration, say) -> tuple[dict, dict]:
     from converters.tflite_compact import compact_tflite_biases
     from converters.tflite_export import float_decoder, float_encoder, tflite_models
+    from converters.tflite_int8_moves import move_int8_data
     from converters.tflite_w8a8 import quantize_tflite_w8a8, snapped_copy, weight_only_int8
     from converters.w8a8 import CALIBRATION_IMAGES
     from tinysam.quant.calibrate import load_calibration_images, make_samples
@@ -97,6 +98,7 @@ def _tflite(q: torch.nn.Module, spec: ExportSpec, out_dir: Path, work: Path, cal
     n = getattr(q, "recipe_calibration", {}).get("images", CALIBRATION_IMAGES)  # the search's own images
     cal = make_samples(q, load_calibration_images(calibration, n))
     info = quantize_tflite_w8a8(enc_float, out_dir / spec.encoder_file, q, [{"args_0": s.image.numpy()} for s in cal])
+    move_int8_data(out_dir / spec.encoder_file)
     compact_tflite_biases(out_dir / spec.encoder_file, q)
     enc_w8 = [n for n in layers[W8_AFLOAT] if n.startswith("image_encoder.")]
     dec_w8 = [n for n in layers[W8_AFLOAT] if not n.startswith("image_encoder.")]
