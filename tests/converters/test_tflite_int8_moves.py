@@ -26,8 +26,9 @@ class PadTokens(nn.Module):
         return self.fc2(torch.cat([t[0], t[1]], dim=-1)[None])
 
 
-def _quantized(tmp_path) -> tuple:  # noqa: ANN001
-    """The module converted and static-int8 quantized with zero-point-0 ranges; (path, input)."""
+def _quantized(tmp_path, ops: tuple[str, ...], samples: list[np.ndarray], symmetric: bool) -> tuple:  # noqa: ANN001
+    """The module converted, `ops` static int8 with ranges from `samples` (zero point 0 if
+    `symmetric`, as the w8a8 recipe's scales are); (path, input)."""
     import litert_torch
     from ai_edge_quantizer import qtyping, quantizer, recipe_manager
 
@@ -39,16 +40,14 @@ def _quantized(tmp_path) -> tuple:  # noqa: ANN001
     with quiet():
         litert_torch.convert(PadTokens().eval(), (x,)).export(str(src))
         rm = recipe_manager.RecipeManager()
-        for op in ("CONV_2D", "FULLY_CONNECTED"):
+        for op in ops:
             rm.add_static_config(".*", qtyping.TFLOperationName(op), 8, 8)
         q = quantizer.Quantizer(str(src))
         q.load_quantization_recipe(rm.get_quantization_recipe())
-        rng = np.random.default_rng(1)
-        stats = q.calibrate({"serving_default": [{"args_0": rng.standard_normal(x.shape).astype(np.float32)}
-                                                 for _ in range(4)]})
-        for s in stats.values():  # symmetric ranges (zero point 0), as the w8a8 recipe's scales are
-            m = np.maximum(np.abs(s["min"]), np.abs(s["max"]))
-            s["min"], s["max"] = -m * 128 / 127, m
+        stats = q.calibrate({"serving_default": [{"args_0": a} for a in samples]})
+        for st in stats.values() if symmetric else ():
+            m = np.maximum(np.abs(st["min"]), np.abs(st["max"]))
+            st["min"], st["max"] = -m * 128 / 127, m
         q.quantize(stats).export_model(str(dst), overwrite=True)
     return dst, x.numpy()
 
@@ -76,7 +75,9 @@ def _run(path, x: np.ndarray) -> np.ndarray:  # noqa: ANN001
 
 
 def test_moves_run_on_int8_and_values_are_identical(tmp_path):
-    path, x = _quantized(tmp_path)
+    rng = np.random.default_rng(1)
+    samples = [rng.standard_normal((1, 8, 16, 16)).astype(np.float32) for _ in range(4)]
+    path, x = _quantized(tmp_path, ("CONV_2D", "FULLY_CONNECTED"), samples, symmetric=True)
     want = _run(path, x)
     before = _float_moves(path)
     assert before.get("PAD") and before.get("TRANSPOSE"), before  # the pattern is there to move
@@ -91,24 +92,10 @@ def test_moves_run_on_int8_and_values_are_identical(tmp_path):
 
 def test_nonzero_zero_point_keeps_the_pad_float(tmp_path):
     """A zero pad on int8 is exact only when the zero point is 0; otherwise the PAD stays float."""
-    import litert_torch
-    from ai_edge_quantizer import qtyping, quantizer, recipe_manager
-
-    from converters.tflite_export import quiet
-
-    torch.manual_seed(0)
-    x = torch.randn(1, 8, 16, 16)
-    src, dst = tmp_path / "f.tflite", tmp_path / "q.tflite"
-    with quiet():
-        litert_torch.convert(PadTokens().eval(), (x,)).export(str(src))
-        rm = recipe_manager.RecipeManager()
-        rm.add_static_config(".*", qtyping.TFLOperationName("CONV_2D"), 8, 8)
-        q = quantizer.Quantizer(str(src))
-        q.load_quantization_recipe(rm.get_quantization_recipe())
-        stats = q.calibrate({"serving_default": [{"args_0": np.abs(x.numpy()) + 0.5}]})  # skewed: zero point != 0
-        q.quantize(stats).export_model(str(dst), overwrite=True)
-    want = _run(dst, x.numpy())
+    skewed = [np.abs(np.random.default_rng(1).standard_normal((1, 8, 16, 16))).astype(np.float32) + 0.5]
+    dst, x = _quantized(tmp_path, ("CONV_2D",), skewed, symmetric=False)  # zero point != 0
+    want = _run(dst, x)
     move_int8_data(dst)
     assert _float_moves(dst).get("PAD") == 1
-    np.testing.assert_array_equal(_run(dst, x.numpy()), want)
+    np.testing.assert_array_equal(_run(dst, x), want)
 
