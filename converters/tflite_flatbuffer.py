@@ -16,6 +16,16 @@ def builtin_code(fm, op) -> int:  # noqa: ANN001 - a flatbuffer ModelT and Opera
     return max(oc.builtinCode, oc.deprecatedBuiltinCode)
 
 
+def op_readers(sg) -> dict[int, list[int]]:  # noqa: ANN001 - a flatbuffer SubGraphT
+    """Tensor index -> indices of the operators of `sg` that read it (optional inputs, -1, skipped)."""
+    readers: dict[int, list[int]] = {}
+    for i, op in enumerate(sg.operators):
+        for t in op.inputs:
+            if t >= 0:
+                readers.setdefault(int(t), []).append(i)
+    return readers
+
+
 def opcode_index(fm, builtin: int) -> int:  # noqa: ANN001
     """Index of `builtin` in the model's operator codes (added if missing)."""
     from ai_edge_litert import schema_py_generated as schema

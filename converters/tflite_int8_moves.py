@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from converters.tflite_flatbuffer import builtin_code, write_in_place
+from converters.tflite_flatbuffer import builtin_code, op_readers, write_in_place
 
 
 def _moves() -> set[int]:
@@ -49,14 +49,8 @@ def _one_move(fm, sg, moves: set[int]) -> bool:  # noqa: ANN001
     """Apply the first possible move in `sg`; False when there is none."""
     from ai_edge_litert import schema_py_generated as schema
 
-    readers: dict[int, list[int]] = {}
-    producer: dict[int, int] = {}
-    for i, op in enumerate(sg.operators):
-        for t in op.inputs:
-            if t >= 0:
-                readers.setdefault(int(t), []).append(i)
-        for t in op.outputs:
-            producer[int(t)] = i
+    readers = op_readers(sg)
+    producer = {int(t): i for i, op in enumerate(sg.operators) for t in op.outputs}
     graph_out = {int(t) for t in sg.outputs}
 
     def ready_before(op, i: int) -> bool:  # noqa: ANN001 - every extra input of `op` exists before index i

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from converters.tflite_flatbuffer import builtin_code, opcode_index, write_in_place
+from converters.tflite_flatbuffer import builtin_code, op_readers, opcode_index, write_in_place
 
 
 def _const_ints(fm, sg, ti: int) -> np.ndarray | None:  # noqa: ANN001
@@ -52,10 +52,7 @@ def _chains(fm, sg) -> list[list[int]]:  # noqa: ANN001
     from ai_edge_litert import schema_py_generated as schema
 
     kinds = (schema.BuiltinOperator.TRANSPOSE, schema.BuiltinOperator.RESHAPE)
-    readers: dict[int, list[int]] = {}
-    for i, op in enumerate(sg.operators):
-        for t in op.inputs:
-            readers.setdefault(int(t), []).append(i)
+    readers = op_readers(sg)
     outputs = {int(t) for t in sg.outputs}
     movable = [builtin_code(fm, op) in kinds and all(sg.tensors[t].shape is not None for t in op.outputs)
                for op in sg.operators]

@@ -116,14 +116,12 @@ def quantize_tflite_w8a8(float_path: Path, out_path: Path, qmodel: torch.nn.Modu
                          samples: list[dict[str, np.ndarray]], prefix: str = "image_encoder") -> dict:
     """Write `out_path`: `float_path` with static int8 FC/CONV for our layers, activation scales ours.
 
-    Layers whose input is twin-uniform (post-GELU) get a dynamic-range FULLY_CONNECTED (int8 weights,
-    input rows quantized at run time); a twin-uniform conv would get int8 weights with float compute.
-    `samples` calibrate the ranges LiteRT needs beyond our scales (the int8 outputs). Returns
-    {"layers": n, "int8_layers": [...], "dynamic_layers": [...], "weight_only_layers": [...],
-    "float_layers": [...]}.
+    Layers whose input is twin-uniform (post-GELU fc2; only Linear layers have such inputs, see
+    `tinysam.quant.qmodel`) get a dynamic-range FULLY_CONNECTED (int8 weights, input rows quantized
+    at run time). `samples` calibrate the ranges LiteRT needs beyond our scales (the int8 outputs).
+    Returns {"layers": n, "int8_layers": [...], "dynamic_layers": [...], "float_layers": [...]}.
     """
     from ai_edge_quantizer import qtyping, quantizer, recipe_manager
-    from ai_edge_quantizer.algorithm_manager import AlgorithmName
 
     from tinysam.quant.qmodel import group_regex, quant_layers
 
@@ -131,20 +129,13 @@ def quantize_tflite_w8a8(float_path: Path, out_path: Path, qmodel: torch.nn.Modu
     matched = layer_ops(float_path, qmodel, prefix)
     ops = {n: io for n, io in matched.items() if layers[n].a_kind == "uniform"}
     inputs = {n: io[0] for n, io in ops.items()}
-    twin = [n for n in matched if n not in ops]
-    dynamic = [n for n in twin if layers[n].kind == "linear"]
-    weight_only = [n for n in twin if n not in dynamic]
+    dynamic = [n for n in matched if n not in ops]
     if not inputs:
         raise ValueError(f"no LiteRT op of {float_path.name} matches a calibrated layer under {prefix!r}")
     lists = module_lists(qmodel)
     rm = recipe_manager.RecipeManager()
-    w8 = weight_only_config()
     for n in dynamic:
         rm.add_dynamic_config(tflite_module_regex(group_regex(n), lists), qtyping.TFLOperationName("FULLY_CONNECTED"), 8)
-    for n in weight_only:
-        for name in QUANT_OPS:
-            rm.add_quantization_config(tflite_module_regex(group_regex(n), lists), qtyping.TFLOperationName(name),
-                                       w8, AlgorithmName.MIN_MAX_UNIFORM_QUANT)
     for n in inputs:
         for name in QUANT_OPS:
             rm.add_static_config(tflite_module_regex(group_regex(n), lists), qtyping.TFLOperationName(name), 8, 8)
@@ -158,8 +149,7 @@ def quantize_tflite_w8a8(float_path: Path, out_path: Path, qmodel: torch.nn.Modu
         q.quantize(stats, enable_progress_report=False).export_model(str(out_path), overwrite=True)
     skipped = [n for n, m in layers.items() if n.startswith(prefix) and m.calibrated and m.kind != "matmul"
                and n not in matched]
-    return {"layers": len(inputs), "int8_layers": list(inputs), "dynamic_layers": dynamic,
-            "weight_only_layers": weight_only, "float_layers": skipped}
+    return {"layers": len(inputs), "int8_layers": list(inputs), "dynamic_layers": dynamic, "float_layers": skipped}
 
 
 @torch.no_grad()

@@ -138,8 +138,8 @@ def layer_split(q: torch.nn.Module, target: str) -> dict:
     ONNX (QDQ) and CoreML (quantize/dequantize ops) hold every calibrated layer's int8 weights and
     every uniform activation; twin-uniform activations stay float. LiteRT's split is known only after
     its quantizer ran (`converters.w8a8_export`), so here it lists the candidates: W8A8 for the
-    encoder's uniform inputs, W8 with dynamic int8 activations for the encoder's twin-uniform linear
-    inputs (`DYNAMIC_ACT`), W8 with float activations for the decoder.
+    encoder's uniform inputs, W8 with dynamic int8 activations for the encoder's twin-uniform inputs
+    (`DYNAMIC_ACT`), W8 with float activations for the decoder.
     """
     from tinysam.quant.qmodel import quant_layers
 
@@ -159,7 +159,7 @@ def layer_split(q: torch.nn.Module, target: str) -> dict:
             out[MATMUL_BOTH if uniform else MATMUL_B].append(name)
         elif target == "tflite" and not name.startswith("image_encoder."):
             out[W8_AFLOAT].append(name)  # the two-signature decoder takes int8 weights only (REASONS["litert_decoder"])
-        elif target == "tflite" and not uniform and layer.kind == "linear":
+        elif target == "tflite" and not uniform:  # twin-uniform inputs: post-GELU fc2, a Linear
             out[W8_ADYNAMIC].append(name)
         else:
             out[W8A8 if uniform else W8_AFLOAT].append(name)
