@@ -103,11 +103,12 @@ def _child(argv: list[str] | None = None) -> int:
     from converters.logs import quiet_logs
 
     quiet_logs()
-    from converters.api import ParityError, convert
+    from converters import ConvertOptions, ParityError, convert
 
     try:
-        res = convert(a.model, a.checkpoint, a.target, a.precision, a.out, verify=not a.no_verify,
-                      image_size=a.image_size, untrained=a.untrained)[0]
+        res = convert(a.model, ConvertOptions(targets=a.target, precision=a.precision, out_dir=a.out,
+                                              checkpoint=a.checkpoint, verify=not a.no_verify,
+                                              image_size=a.image_size, untrained=a.untrained))[0]
     except (ParityError, ValueError) as exc:
         print(MARKER + json.dumps({"error": str(exc).splitlines()[0]}), flush=True)
         return 1

@@ -81,11 +81,12 @@ def min_best_match(masks: list[np.ndarray], targets: list[np.ndarray]) -> float:
 def run_case(model, info: dict, image: np.ndarray, params: dict, high: float, repeats: int, label: str) -> dict:
     """Dense runtime, hierarchical reference and hierarchical runtime on one model and image."""
     from converters.api import build_package
+    from converters.options import ConvertOptions
     from mobile_runtime import EverythingGenerator, load_package
     from tinysam import SamHierarchicalMaskGenerator
 
     with tempfile.TemporaryDirectory() as tmp:
-        pkg = build_package(model, info, "onnx", "fp32", Path(tmp), verify=False).path
+        pkg = build_package(model, info, "onnx", ConvertOptions(precision="fp32", out_dir=Path(tmp), verify=False)).path
         session = load_package(pkg)
         runs = {
             "dense_runtime": (EverythingGenerator(session, mode="dense", **params), "runtime"),

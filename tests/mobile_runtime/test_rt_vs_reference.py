@@ -49,9 +49,10 @@ def structured_tinysam(image_size: int = SIZE):
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     from converters.api import build_package
+    from converters.options import ConvertOptions
 
     model, info = structured_tinysam()
-    path = build_package(model, info, "onnx", "fp32", tmp_path_factory.mktemp("ev-pkg"), verify=False).path
+    path = build_package(model, info, "onnx", ConvertOptions(precision="fp32", out_dir=tmp_path_factory.mktemp("ev-pkg"), verify=False)).path
     return model, load_package(path)
 
 
