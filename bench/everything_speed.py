@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "everything_speed.json")
     args = ap.parse_args(argv)
 
-    from test_rt_vs_reference import _oracle, structured_tinysam  # the tests' weight edit and image
+    from test_rt_vs_reference import load_oracle, structured_tinysam  # the tests' weight edit and image
 
     from converters.api import load_model
 
@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> dict:
     else:
         model, info = structured_tinysam(args.image_size)
         s = args.image_size
-        out = run_case(model, info, _oracle().block_image(s * 3 // 4, s, seed=0), PARAMS, HIGH, args.repeats,
+        out = run_case(model, info, load_oracle().block_image(s * 3 // 4, s, seed=0), PARAMS, HIGH, args.repeats,
                        "tinysam (seeded, decoder edited as in tests/mobile_runtime/test_rt_vs_reference.py)")
     out["machine"] = machine
     from tinysam.defaults import resolve_default_weights
