@@ -55,13 +55,16 @@ def dir_size(path: Path) -> int:
     return path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def load_model(model_name: str, checkpoint: str | Path | None, image_size: int | None, seed: int = 0):
-    """Build the reference model; without a checkpoint a seeded, untrained model (marked as such)."""
+def load_model(model_name: str, checkpoint: str | Path | None, image_size: int | None, seed: int = 0,
+               allow_nonfinite: bool = False):
+    """Build the reference model; without a checkpoint a seeded, untrained model (marked as such).
+    NaN/Inf weights are refused unless `allow_nonfinite`."""
     from tinysam.build import build_sam
 
     if checkpoint is not None and not Path(checkpoint).is_file():
         raise ValueError(f"checkpoint {checkpoint} does not exist")
-    model = build_sam(model_name, checkpoint, image_size=image_size, seed=None if checkpoint else seed)
+    model = build_sam(model_name, checkpoint, image_size=image_size, seed=None if checkpoint else seed,
+                      allow_nonfinite=allow_nonfinite)
     info = {"name": model_name, "config": model.config.to_dict(),
             "checkpoint_sha256": sha256_file(Path(checkpoint)) if checkpoint else None,
             "trained": checkpoint is not None, "seed": None if checkpoint else seed}
@@ -71,7 +74,8 @@ def load_model(model_name: str, checkpoint: str | Path | None, image_size: int |
 def build_package(model, model_info: dict, target: str, precision: str, out_dir: Path, verify: bool = True,
                   zip_: bool = False, progress: Callable[[str], None] | None = None,
                   calibration: str | Path | None = None, plan: dict | None = None,
-                  extra_files: dict[str, bytes] | None = None, qmodel: torch.nn.Module | None = None) -> PackageResult:
+                  extra_files: dict[str, bytes] | None = None, qmodel: torch.nn.Module | None = None,
+                  overwrite: bool = False) -> PackageResult:
     """Export, check parity and atomically write one package; raises ParityError on a failed gate.
 
     Parity runs on 2 bundled photos, or on the first images of `calibration` when given.
@@ -93,7 +97,7 @@ def build_package(model, model_info: dict, target: str, precision: str, out_dir:
         qmodel = qmodel if qmodel is not None else recipe_qmodel(model, calibration, progress=say)
         extra_files = {**(extra_files or {}), SCALES_FILE: scales_json(qmodel)}
     final = Path(out_dir) / spec.package_name
-    with AtomicPackage(final, zip_=zip_) as pkg:
+    with AtomicPackage(final, zip_=zip_, overwrite=overwrite) as pkg:
         for name, data in (extra_files or {}).items():
             if Path(name).name != name:
                 raise ValueError(f"extra package file {name!r} must be a plain file name")
@@ -129,7 +133,7 @@ def convert(model_name: str, checkpoint: str | Path | None = None, targets: str 
             verify: bool = True, image_size: int | None = None, zip: bool = False,  # noqa: A002
             progress: Callable[[str], None] | None = None, mixed_plan: str = "auto",
             max_iou_drop: float | None = None, max_size_mb: float | None = None,
-            untrained: bool = False) -> list[PackageResult]:
+            untrained: bool = False, allow_nonfinite: bool = False, overwrite: bool = False) -> list[PackageResult]:
     """Convert `model_name` to one package per target; each is parity-checked before it appears.
 
     Without `checkpoint`, the project's shipped trained weights for the model are used where they
@@ -161,6 +165,9 @@ def convert(model_name: str, checkpoint: str | Path | None = None, targets: str 
     target_list = parse_targets(targets)
     if calibration is not None and not Path(calibration).is_dir():
         raise ValueError(f"calibration directory {calibration} does not exist")
+    from calibration_data.atomic_dir import check_out_path
+
+    check_out_path(out_dir, (checkpoint, calibration))
     say = progress or (lambda msg: None)
     from tinysam.defaults import resolve_default_weights
 
@@ -170,7 +177,13 @@ def convert(model_name: str, checkpoint: str | Path | None = None, targets: str 
         checkpoint, image_size, _ = resolve_default_weights(model_name, checkpoint, image_size)
     say(f"building {model_name}" + (f" at {image_size}" if image_size else "")
         + (f" from {checkpoint}" if checkpoint else ""))
-    model, info = load_model(model_name, checkpoint, image_size)
+    model, info = load_model(model_name, checkpoint, image_size, allow_nonfinite=allow_nonfinite)
+    if not overwrite:  # refuse before any slow work, and before writing the first target
+        for t in target_list:
+            final = Path(out_dir) / ExportSpec(model.config, t, precision).package_name
+            for existing in (final, *([final.with_name(final.name + ".zip")] if zip else [])):
+                if existing.exists() or existing.is_symlink():
+                    raise ValueError(f"{existing} already exists (pass --overwrite to replace it)")
     if not info["trained"]:
         say("note: no checkpoint given; using a seeded UNTRAINED model (masks are meaningless)")
     plan, extra = None, None
@@ -189,4 +202,4 @@ def convert(model_name: str, checkpoint: str | Path | None = None, targets: str 
 
         qmodel = recipe_qmodel(model, calibration, progress=say)
     return [build_package(model, info, t, precision, Path(out_dir), verify, zip, say, calibration, plan, extra,
-                          qmodel) for t in target_list]
+                          qmodel, overwrite) for t in target_list]

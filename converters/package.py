@@ -17,6 +17,7 @@ import threading
 import zipfile
 from pathlib import Path
 
+from calibration_data.atomic_dir import fix_mode
 from converters.spec import FORMAT_VERSION, MIN_OS, ExportSpec
 
 MANIFEST = "manifest.json"
@@ -145,7 +146,7 @@ class AtomicPackage:
     then `pkg.commit()`. Leaving the block without commit (or with an exception, Ctrl-C or SIGTERM)
     removes everything that was written."""
 
-    def __init__(self, final_dir: Path, zip_: bool = False, overwrite: bool = True):
+    def __init__(self, final_dir: Path, zip_: bool = False, overwrite: bool = False):
         self.final_dir = Path(final_dir)
         self.zip_ = zip_
         self.overwrite = overwrite
@@ -162,8 +163,10 @@ class AtomicPackage:
     def __enter__(self) -> AtomicPackage:
         parent = self.final_dir.parent
         parent.mkdir(parents=True, exist_ok=True)
-        if not self.overwrite and self.final_dir.exists():
-            raise ValueError(f"{self.final_dir} already exists")
+        if not self.overwrite:
+            for existing in (self.final_dir, *([self.zip_path] if self.zip_ else [])):
+                if existing.exists() or existing.is_symlink():
+                    raise ValueError(f"{existing} already exists (pass --overwrite to replace it)")
         self._tmp = Path(tempfile.mkdtemp(prefix=f".{self.final_dir.name}{TMP_MARK}", dir=parent))
         self.dir = self._tmp / self.final_dir.name
         self.dir.mkdir()
@@ -187,17 +190,16 @@ class AtomicPackage:
                 for p in sorted(self.dir.rglob("*")):
                     if p.is_file():
                         zf.write(p, (Path(self.final_dir.name) / p.relative_to(self.dir)).as_posix())
-        trash = self._tmp / ".old"
-        if self.final_dir.exists():
-            os.rename(self.final_dir, trash)
-        try:
-            os.rename(self.dir, self.final_dir)
-        except BaseException:
-            if trash.exists():
-                os.rename(trash, self.final_dir)
-            raise
+        from calibration_data.atomic_dir import move_into_place
+
+        if self.zip_ and not self.overwrite and self.zip_path.exists():
+            raise ValueError(f"{self.zip_path} was created by someone else while this run was writing; "
+                             "it was left untouched")
+        move_into_place(self.dir, self.final_dir, self.overwrite)
         if self.zip_:
-            os.replace(self._tmp / self.zip_path.name, self.zip_path)
+            tmp_zip = self._tmp / self.zip_path.name
+            fix_mode(tmp_zip, directory=False)
+            os.replace(tmp_zip, self.zip_path)
         self.committed = True
         return self.final_dir
 
