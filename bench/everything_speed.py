@@ -146,7 +146,8 @@ def student_image(image_size: int) -> np.ndarray:
     with tempfile.TemporaryDirectory() as tmp:
         split = generate_minisa(tmp, 1, image_size=image_size, seed=0, split="val", progress=False)
         path = sorted(p for p in split.rglob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg"))[0]
-        return np.asarray(Image.open(path).convert("RGB"))
+        with Image.open(path, formats=["PNG"]) as im:  # mini-SA writes PNG
+            return np.asarray(im.convert("RGB"))
 
 
 def main(argv: list[str] | None = None) -> dict:
