@@ -186,7 +186,9 @@ def main(argv: list[str] | None = None) -> dict:
     elif not args.no_student:
         out["student_case"] = {"skipped": f"no student checkpoint ({student or 'none shipped'})"}
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=2))
+    from evaluation.writers import finite_or_none  # an undefined number is written as null, never NaN
+
+    args.out.write_text(json.dumps(finite_or_none(out), indent=2, allow_nan=False))
     return out
 
 

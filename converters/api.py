@@ -122,7 +122,7 @@ def build_package(model, model_info: dict, target: str, precision: str, out_dir:
                 raise ParityError(f"{spec.package_name} failed parity: " + "; ".join(parity["failures"]))
         (pkg.dir / "README.md").write_text(render_readme({**draft, "parity": parity}))
         manifest = build_manifest(spec, model_info, models, plan, parity, hash_tree(pkg.dir))
-        (pkg.dir / MANIFEST).write_text(json.dumps(manifest, indent=2))
+        (pkg.dir / MANIFEST).write_text(json.dumps(manifest, indent=2, allow_nan=False))
         path = pkg.commit()
     return PackageResult(target, precision, path, dir_size(path), time.perf_counter() - start, parity,
                          pkg.zip_path if zip_ else None)
