@@ -21,6 +21,7 @@ from calibration_data.atomic_dir import fix_mode
 from converters.spec import FORMAT_VERSION, MIN_OS, ExportSpec
 
 MANIFEST = "manifest.json"
+DIGEST = "manifest.sha256"  # sha256 of manifest.json (sha256sum format): covers the manifest itself
 TMP_MARK = ".partial-"
 
 # Defaults of both everything modes, so apps reproduce the reference generators.
@@ -44,12 +45,12 @@ def sha256_file(path: Path) -> str:
 
 
 def hash_tree(root: Path) -> dict[str, str]:
-    """relative posix path -> sha256 for every file under `root` except the manifest."""
+    """relative posix path -> sha256 for every file under `root` except the manifest and its digest."""
     out: dict[str, str] = {}
     for p in sorted(root.rglob("*")):
         if p.is_file():
             rel = p.relative_to(root).as_posix()
-            if rel != MANIFEST:
+            if rel not in (MANIFEST, DIGEST):
                 out[rel] = sha256_file(p)
     return out
 
@@ -114,8 +115,10 @@ def _inside(root: Path, name: str) -> bool:
     return target == root or root in target.parents
 
 
-def check_hashes(path: Path) -> list[str]:
-    """Problems found comparing the files of package `path` with its manifest (empty = fine)."""
+def check_hashes(path: Path, require_digest: bool = True) -> list[str]:
+    """Problems found comparing the files of package `path` with its manifest (empty = fine): the
+    manifest's digest (`manifest.sha256`, required unless `require_digest` is False), every file's
+    sha256, unlisted files, and paths that leave the package (also inside model files)."""
     path = Path(path)
     mpath = path / MANIFEST
     if not mpath.is_file():
@@ -134,6 +137,16 @@ def check_hashes(path: Path) -> list[str]:
     problems = [f"missing file: {k}" for k in sorted(set(want) - set(have))]
     problems += [f"unlisted file: {k}" for k in sorted(set(have) - set(want))]
     problems += [f"hash mismatch: {k}" for k in sorted(set(want) & set(have)) if want[k] != have[k]]
+    if not problems and "models" in manifest:
+        from mobile_runtime.integrity import check_integrity
+        from mobile_runtime.manifest import PackageError
+
+        try:
+            check_integrity(path, manifest, require_digest)
+        except PackageError as exc:
+            problems.append(str(exc))
+    elif require_digest and not (path / DIGEST).is_file():
+        problems.append(f"no {DIGEST}: the manifest itself is not covered by any hash")
     return problems
 
 
@@ -179,7 +192,12 @@ class AtomicPackage:
         raise _Terminated("terminated by SIGTERM")
 
     def commit(self) -> Path:
-        """Verify hashes, then move the package (and zip) into place; returns the final dir."""
+        """Write the manifest's digest, verify hashes, then move the package (and zip) into place;
+        returns the final dir."""
+        if (self.dir / MANIFEST).is_file():
+            from mobile_runtime.integrity import digest_line
+
+            (self.dir / DIGEST).write_text(digest_line(self.dir))
         problems = check_hashes(self.dir)
         if problems:
             raise RuntimeError(f"package self-check failed: {problems[0]}")
