@@ -82,7 +82,8 @@ def move_into_place(new: Path, final: Path, overwrite: bool) -> None:
     exists = final.exists() or final.is_symlink()
     if exists and not overwrite:
         if not (final.is_dir() and not final.is_symlink() and not any(final.iterdir())):
-            raise ValueError(f"{final} already exists (pass --overwrite to replace it); nothing was written")
+            raise ValueError(f"{final} was created by someone else while this run was writing; "
+                             "it was left untouched and this run's result discarded")
     if not exists or not overwrite:
         try:
             os.rename(new, final)  # fails when another run filled `final` meanwhile
