@@ -107,7 +107,7 @@ def _child(argv: list[str] | None = None) -> int:
 
     try:
         res = convert(a.model, a.checkpoint, a.target, a.precision, a.out, verify=not a.no_verify,
-                      image_size=a.image_size, untrained=a.untrained)[0]
+                      image_size=a.image_size, untrained=a.untrained, overwrite=True)[0]  # bench's own packages dir
     except (ParityError, ValueError) as exc:
         print(MARKER + json.dumps({"error": str(exc).splitlines()[0]}), flush=True)
         return 1

@@ -184,7 +184,8 @@ def run_ptq(model_name: str = "tinysam", image_size: int = 1024, targets: tuple[
         if not (path / "manifest.json").is_file():
             p, extra = mixed_plan_for_package() if precision == "mixed" else (None, None)
             path = build_package(model, info, target, precision, root, verify=False, progress=say,
-                                 plan=p, extra_files=extra, qmodel=qmodel() if precision == "w8a8" else None).path
+                                 plan=p, extra_files=extra, qmodel=qmodel() if precision == "w8a8" else None,
+                                 overwrite=True).path  # an incomplete leftover (no manifest) is replaced
         runner = PackageRunner(path, threads)
         pp = runner.manifest["precision_plan"]
         if precision == "mixed" and "measured" in pp:
