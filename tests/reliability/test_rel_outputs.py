@@ -21,7 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from rel_helpers import assert_one_line_failure
 
-from calibration_data.atomic_dir import check_out_path, replaced_atomically
+from calibration_data.atomic_dir import replaced_atomically
 from cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -68,6 +68,8 @@ NAMES = st.lists(st.sampled_from(["..", ".", "a", "b", "work"]), min_size=0, max
 @settings(max_examples=80, deadline=None)
 @given(parts=NAMES)
 def test_check_out_path_refuses_every_spelling_of_cwd_and_its_parents(tmp_path_factory, parts) -> None:
+    from calibration_data.atomic_dir import check_out_path
+
     base = tmp_path_factory.mktemp("cwd")
     cwd = base / "a" / "work"
     cwd.mkdir(parents=True)
@@ -161,6 +163,25 @@ def test_outputs_get_umask_permissions(tmp_path, rel_image_path, rel_package) ->
 
 def _default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupted_atomic_output_leaves_nothing(tmp_path, sig) -> None:
+    """The writer every output command uses (segment, eval, minisa, quantize, demo), interrupted midway."""
+    import textwrap
+
+    script = textwrap.dedent(f"""
+        import os, signal, time
+        from calibration_data.atomic_dir import replaced_atomically
+        with replaced_atomically({str(tmp_path / 'out')!r}) as tmp:
+            (tmp / "masks.json").write_text("{{}}")
+            os.kill(os.getpid(), {int(sig)})
+            time.sleep(5)
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], env=ENV, capture_output=True, text=True, timeout=60,
+                          preexec_fn=_default_sigint)
+    assert proc.returncode in ((130, -signal.SIGINT, 1) if sig == signal.SIGINT else (143,)), proc.stderr
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
