@@ -14,7 +14,7 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) cli.py demo --out demo_out
+	$(PY) cli.py demo --out demo_out --overwrite
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -108,7 +108,8 @@ def _child(argv: list[str] | None = None) -> int:
     try:
         res = convert(a.model, ConvertOptions(targets=a.target, precision=a.precision, out_dir=a.out,
                                               checkpoint=a.checkpoint, verify=not a.no_verify,
-                                              image_size=a.image_size, untrained=a.untrained))[0]
+                                              image_size=a.image_size, untrained=a.untrained,
+                                              overwrite=True))[0]  # bench's own packages dir
     except (ParityError, ValueError) as exc:
         print(MARKER + json.dumps({"error": str(exc).splitlines()[0]}), flush=True)
         return 1

@@ -124,7 +124,7 @@ def main() -> dict:
         problems.append(f"box mIoU {r_best['box']:.3f} does not beat the untrained {r_untrained['box']:.3f} by 0.1")
     weights = ROOT / "tinysam" / "weights" / f"tinysam_minisa_{size}.safetensors"
     if not problems:
-        state = torch.load(checkpoints[best], map_location="cpu")
+        state = torch.load(checkpoints[best], map_location="cpu", weights_only=True)
         export_fp16(state, weights, {
             "model": "tinysam",
             "image_size": size,

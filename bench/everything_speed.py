@@ -147,7 +147,8 @@ def student_image(image_size: int) -> np.ndarray:
     with tempfile.TemporaryDirectory() as tmp:
         split = generate_minisa(tmp, 1, image_size=image_size, seed=0, split="val", progress=False)
         path = sorted(p for p in split.rglob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg"))[0]
-        return np.asarray(Image.open(path).convert("RGB"))
+        with Image.open(path, formats=["PNG"]) as im:  # mini-SA writes PNG
+            return np.asarray(im.convert("RGB"))
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -186,7 +187,9 @@ def main(argv: list[str] | None = None) -> dict:
     elif not args.no_student:
         out["student_case"] = {"skipped": f"no student checkpoint ({student or 'none shipped'})"}
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=2))
+    from evaluation.writers import finite_or_none  # an undefined number is written as null, never NaN
+
+    args.out.write_text(json.dumps(finite_or_none(out), indent=2, allow_nan=False))
     return out
 
 

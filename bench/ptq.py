@@ -184,7 +184,8 @@ def run_ptq(model_name: str = "tinysam", image_size: int = 1024, targets: tuple[
         path = root / ExportSpec(model.config, target, precision).package_name
         if not (path / "manifest.json").is_file():
             p, extra = mixed_plan_for_package() if precision == "mixed" else (None, None)
-            options = ConvertOptions(precision=precision, out_dir=root, verify=False)
+            options = ConvertOptions(precision=precision, out_dir=root, verify=False,
+                                     overwrite=True)  # an incomplete leftover (no manifest) is replaced
             path = build_package(model, info, target, options, say, plan=p, extra_files=extra,
                                  qmodel=qmodel() if precision == "w8a8" else None).path
         runner = PackageRunner(path, threads)
@@ -239,7 +240,9 @@ def run_ptq(model_name: str = "tinysam", image_size: int = 1024, targets: tuple[
               "prompts_per_image": K, "mixed_plan": plan_info, "rows": rows, "goal": goal_check(rows)}
     out_path = Path(out) if out else ROOT / "bench" / "results" / "ptq.json"
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(json.dumps(result, indent=1, default=str))
+    from evaluation.writers import finite_or_none  # an undefined number is written as null, never NaN
+
+    out_path.write_text(json.dumps(finite_or_none(result), indent=1, default=str, allow_nan=False))
     result["json"] = str(out_path)
     return result
 

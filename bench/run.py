@@ -150,7 +150,9 @@ def run_everything(cfg: BenchConfig, size: int, say) -> dict:  # noqa: ANN001
 
 def _write_json(path: Path, obj: dict) -> None:
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=str))
+    from evaluation.writers import finite_or_none  # an undefined number is written as null, never NaN
+
+    tmp.write_text(json.dumps(finite_or_none(obj), indent=1, default=str, allow_nan=False))
     tmp.replace(path)
 
 

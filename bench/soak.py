@@ -128,7 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     result["passed"] = result["rss_growth_mb"] <= args.max_growth_mb
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    from evaluation.writers import finite_or_none  # an undefined number is written as null, never NaN
+
+    out.write_text(json.dumps(finite_or_none(result), indent=2, allow_nan=False) + "\n")
     print(f"{result['predictions']} predictions ({result['prediction_ms_mean']} ms each), "
           f"{result['everything_runs']} everything runs ({result['everything_s_mean']} s each)")
     print(f"RSS after warm-up {result['rss_start_mb']} MiB -> end {result['rss_end_mb']} MiB "

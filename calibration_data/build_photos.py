@@ -86,7 +86,7 @@ def build(out_dir: Path = HERE) -> list[dict]:
     photo_dir.mkdir(parents=True, exist_ok=True)
     entries = []
     for name, package, filename, fn, license_, desc, crop in SOURCES:
-        with Image.open(_source_path(package, filename)) as im:
+        with Image.open(_source_path(package, filename), formats=["PNG", "JPEG"]) as im:
             im = im.convert("L" if im.mode in ("L", "I;16", "I") else "RGB")
             if crop is not None:
                 im = im.crop(crop)

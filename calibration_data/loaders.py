@@ -1,6 +1,8 @@
 """Image loading for calibration, evaluation and the demo.
 
-`load_image` turns any common image file into an RGB uint8 HxWx3 array:
+`load_image` turns an image file of one of the `IMAGE_FORMATS` (PNG, JPEG (and its MPO variant), BMP, GIF, TIFF,
+WebP, PPM/PGM) into an RGB uint8 HxWx3 array. Only these decoders are ever asked: other formats
+(PostScript/EPS, which Pillow hands to Ghostscript, and the rest) are refused without being parsed.
 
 - EXIF orientation is applied (`ImageOps.exif_transpose`), so the array is upright as viewers show it.
 - Grayscale (L, 1, I, F, I;16) becomes three equal channels; 16-bit and 32-bit data are scaled to 8 bits
@@ -23,6 +25,14 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 MAX_PIXELS = 50_000_000
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+# Pillow decoders that may open untrusted files (by content, whatever the suffix); JPEG also opens
+# the multi-picture JPEGs (MPO) that phones write.
+IMAGE_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP", "PPM")
+
+
+def open_image(path: str | Path) -> Image.Image:
+    """`Image.open` restricted to `IMAGE_FORMATS` (lazy: reads the header only)."""
+    return Image.open(path, formats=IMAGE_FORMATS)
 
 
 class ImageLoadError(ValueError):
@@ -81,7 +91,7 @@ def load_image(path: str | Path) -> np.ndarray:
     if not path.is_file():
         raise ImageLoadError(f"image not found: {path}")
     try:
-        with Image.open(path) as im:
+        with open_image(path) as im:
             _check_pixels(path, im.size)  # header only: nothing decoded yet
             with warnings.catch_warnings():
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -91,7 +101,8 @@ def load_image(path: str | Path) -> np.ndarray:
     except ImageLoadError:
         raise
     except UnidentifiedImageError:
-        raise ImageLoadError(f"cannot load image {path}: not a recognised image file") from None
+        raise ImageLoadError(f"cannot load image {path}: not a recognised image file "
+                             f"(read: {', '.join(IMAGE_FORMATS)})") from None
     except (OSError, ValueError, SyntaxError, TypeError, KeyError, IndexError, EOFError,
             Image.DecompressionBombError, Image.DecompressionBombWarning, MemoryError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

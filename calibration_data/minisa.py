@@ -156,7 +156,7 @@ def generate_minisa(out_dir: str | Path, n_images: int, image_size: int | tuple[
         raise ValueError(f"mini-SA split already exists: {final} (pass overwrite=True to replace it)")
     root.mkdir(parents=True, exist_ok=True)
     photos = _texture_photos()
-    with replaced_atomically(final) as tmp:
+    with replaced_atomically(final, overwrite=overwrite) as tmp:
         n_ann = 0
         for k in tqdm(range(n_images), desc=f"mini-SA {split}", disable=not progress, unit="img"):
             rng = np.random.default_rng([seed, k, 0x5A])

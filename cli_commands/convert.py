@@ -34,8 +34,11 @@ def _human_size(n: int) -> str:
 @click.option("--no-verify", is_flag=True, help="Skip the parity check against the PyTorch reference.")
 @click.option("--zip", "zip_", is_flag=True, help="Also write <package>.zip next to each package.")
 @click.option("--out", required=True, help="Output directory for the packages.")
+@click.option("--overwrite", is_flag=True, help="Replace existing packages (built first, then swapped in).")
+@click.option("--allow-nonfinite-weights", "allow_nonfinite", is_flag=True,
+              help="Load a checkpoint that holds NaN/Inf values (refused by default; parity still fails it).")
 def convert_cmd(model_name, checkpoint, image_size, target, precision, calibration, mixed_plan, max_iou_drop,  # noqa: ANN001
-                max_size_mb, no_verify, zip_, out) -> None:
+                max_size_mb, no_verify, zip_, out, overwrite, allow_nonfinite) -> None:
     """Export to mobile deployment packages, each proven against the reference before it appears."""
     from converters.logs import quiet_logs
 
@@ -48,7 +51,8 @@ def convert_cmd(model_name, checkpoint, image_size, target, precision, calibrati
     try:
         options = ConvertOptions(targets=target, precision=precision, out_dir=out, checkpoint=checkpoint,
                                  image_size=image_size, calibration=calibration, verify=not no_verify, zip=zip_,
-                                 mixed_plan=mixed_plan, max_iou_drop=max_iou_drop, max_size_mb=max_size_mb)
+                                 mixed_plan=mixed_plan, max_iou_drop=max_iou_drop, max_size_mb=max_size_mb,
+                                 allow_nonfinite=allow_nonfinite, overwrite=overwrite)
         results = convert(model_name, options, progress)
     except ValueError as exc:
         raise UserError(str(exc).splitlines()[0]) from None
@@ -133,7 +137,8 @@ def info_cmd(package: str | None, model_name: str | None, image_size: int | None
 @click.option("--target", default="all", show_default=True, help="coreml,tflite,onnx or all.")
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "int8", "mixed", "w8a8"]), default="fp32",
               show_default=True)
-def demo_cmd(out, model_name, checkpoint, image_size, image_path, target, precision) -> None:  # noqa: ANN001
+@click.option("--overwrite", is_flag=True, help="Replace an existing output directory (built first, then swapped in).")
+def demo_cmd(out, model_name, checkpoint, image_size, image_path, target, precision, overwrite) -> None:  # noqa: ANN001
     """The main job end to end: convert, verify, then segment a photo with every package."""
     from converters.logs import quiet_logs
 
@@ -142,7 +147,7 @@ def demo_cmd(out, model_name, checkpoint, image_size, image_path, target, precis
 
     try:
         summary = run_demo(out, model_name, checkpoint, image_size, image_path, target, precision,
-                           progress=lambda msg: click.echo(f"  {msg}", err=True))
+                           progress=lambda msg: click.echo(f"  {msg}", err=True), overwrite=overwrite)
     except ValueError as exc:
         raise UserError(str(exc).splitlines()[0]) from None
     click.echo(f"model: {summary['model']} ({'trained' if summary['trained'] else 'UNTRAINED, seeded'})")

@@ -14,17 +14,20 @@ def _backend_options(f):
         click.option("--checkpoint", default=None, help="Weights (default: shipped student, else untrained)."),
         click.option("--image-size", type=int, default=None, help="Model input size (default: native)."),
         click.option("--package", default=None, help="Exported package dir/zip, run with the mobile runtime."),
+        click.option("--allow-nonfinite-weights", "allow_nonfinite", is_flag=True,
+                     help="Load a checkpoint that holds NaN/Inf values (refused by default)."),
     ]):
         f = opt(f)
     return f
 
 
-def _open_backend(model_name: str, checkpoint: str | None, image_size: int | None, package: str | None):
+def _open_backend(model_name: str, checkpoint: str | None, image_size: int | None, package: str | None,
+                  allow_nonfinite: bool = False):
     """Open the predictor; says plainly on stderr when the weights are untrained."""
     from evaluation.backends import open_backend
 
     try:
-        backend = open_backend(model_name, checkpoint, image_size, package)
+        backend = open_backend(model_name, checkpoint, image_size, package, allow_nonfinite=allow_nonfinite)
     except ValueError as exc:
         raise UserError(str(exc).splitlines()[0]) from None
     click.echo(f"model: {backend.description}", err=True)
@@ -62,13 +65,13 @@ def _parse_box(ctx, param, value):  # noqa: ANN001, ANN202 - click callback
 @click.option("--box", callback=_parse_box, metavar="X0,Y0,X1,Y1", help="Prompt box in pixels.")
 @click.option("--everything", is_flag=True, help="Segment everything (TinySAM's hierarchical mode).")
 @click.option("--dense", is_flag=True, help="With --everything: SAM's dense point grid instead.")
-@click.option("--points-per-side", type=click.IntRange(4), default=32, show_default=True,
-              help="Everything-mode grid size.")
+@click.option("--points-per-side", type=click.IntRange(4, 64), default=32, show_default=True,
+              help="Everything-mode grid size (4..64; the decoder runs up to its square times).")
 @click.option("--multimask", is_flag=True, help="Write all 3 masks of a prompt (best first), not only the best.")
 @click.option("--out", required=True, help="Output directory (mask_NNN.png, masks.json, overlay.png).")
 @click.option("--overwrite", is_flag=True, help="Replace a non-empty output directory.")
-def segment_cmd(image, model_name, checkpoint, image_size, package, points, box, everything, dense,  # noqa: ANN001
-                points_per_side, multimask, out, overwrite) -> None:
+def segment_cmd(image, model_name, checkpoint, image_size, package, allow_nonfinite, points, box, everything,  # noqa: ANN001
+                dense, points_per_side, multimask, out, overwrite) -> None:
     """Segment an image from points, a box, or everything; write masks and an overlay."""
     if everything and (points or box):
         raise click.UsageError("--everything cannot be combined with --point/--box")
@@ -80,13 +83,14 @@ def segment_cmd(image, model_name, checkpoint, image_size, package, points, box,
     from evaluation.images import load_rgb
     from evaluation.writers import check_output_dir
 
+    inputs = (image, package, checkpoint)
     try:
-        check_output_dir(out, overwrite)
+        check_output_dir(out, overwrite, inputs)
         rgb = load_rgb(image)
         seg.check_prompts_in_image(points, box, rgb.shape[:2])
     except ValueError as exc:
         raise UserError(str(exc)) from None
-    backend = _open_backend(model_name, checkpoint, image_size, package)
+    backend = _open_backend(model_name, checkpoint, image_size, package, allow_nonfinite)
     try:
         if everything:
             generate = backend.make_everything("dense" if dense else "hierarchical", points_per_side)
@@ -94,7 +98,7 @@ def segment_cmd(image, model_name, checkpoint, image_size, package, points, box,
         else:
             result = seg.segment_prompts(backend.predictor, rgb, points, box, multimask)
         meta = {"image": {"file_name": str(image)}, "model": backend.info}
-        seg.write_segment(out, rgb, result, meta, overwrite)
+        seg.write_segment(out, rgb, result, meta, overwrite, inputs)
     except ValueError as exc:
         raise UserError(str(exc)) from None
     if everything and not result.masks:
@@ -120,25 +124,28 @@ def _progress(done: int, total: int) -> None:
 @_backend_options
 @click.option("--limit", type=click.IntRange(1), default=None, help="Evaluate the first N images only.")
 @click.option("--out", required=True, help="Results JSON.")
-def eval_coco_cmd(images, annotations, boxes, model_name, checkpoint, image_size, package, limit, out) -> None:  # noqa: ANN001
+@click.option("--overwrite", is_flag=True, help="Replace an existing results file.")
+def eval_coco_cmd(images, annotations, boxes, model_name, checkpoint, image_size, package, allow_nonfinite,  # noqa: ANN001
+                  limit, out, overwrite) -> None:
     """Box prompts from detections -> best of 3 masks -> COCOeval segm AP (TinySAM's protocol)."""
     from evaluation import coco
-    from evaluation.writers import write_json_atomic
+    from evaluation.writers import check_output_file, write_json_atomic
 
     try:
+        check_output_file(out, overwrite, (images, annotations, boxes, package, checkpoint))
         gt = coco.load_coco(annotations)
         dets = coco.load_detections(boxes, gt)
     except ValueError as exc:
         raise UserError(str(exc)) from None
-    backend = _open_backend(model_name, checkpoint, image_size, package)
+    backend = _open_backend(model_name, checkpoint, image_size, package, allow_nonfinite)
     try:
         results, img_ids = coco.run_box_protocol(backend.predictor, gt, dets, images, limit, _progress)
         stats = coco.evaluate_segm(gt, results, img_ids)
+        write_json_atomic(out, {"protocol": "box prompts, best of 3 multimask outputs, COCOeval segm",
+                                "model": backend.info, "images": len(img_ids), "detections": len(results),
+                                "stats": stats}, overwrite=overwrite)
     except ValueError as exc:
         raise UserError(str(exc)) from None
-    write_json_atomic(out, {"protocol": "box prompts, best of 3 multimask outputs, COCOeval segm",
-                            "model": backend.info, "images": len(img_ids), "detections": len(results),
-                            "stats": stats})
     click.echo(coco.format_table(stats))
 
 
@@ -149,21 +156,23 @@ def eval_coco_cmd(images, annotations, boxes, model_name, checkpoint, image_size
 @click.option("--max-clicks", type=click.IntRange(1, 20), default=3, show_default=True)
 @click.option("--limit", type=click.IntRange(1), default=None, help="Evaluate the first N images only.")
 @click.option("--out", required=True, help="Results JSON.")
-def eval_points_cmd(images, annotations, model_name, checkpoint, image_size, package, max_clicks, limit,  # noqa: ANN001
-                    out) -> None:
+@click.option("--overwrite", is_flag=True, help="Replace an existing results file.")
+def eval_points_cmd(images, annotations, model_name, checkpoint, image_size, package, allow_nonfinite,  # noqa: ANN001
+                    max_clicks, limit, out, overwrite) -> None:
     """Simulated clicks from GT masks (SAM's protocol) -> mIoU per number of clicks."""
     from evaluation import clicks, coco
-    from evaluation.writers import write_json_atomic
+    from evaluation.writers import check_output_file, write_json_atomic
 
     try:
+        check_output_file(out, overwrite, (images, annotations, package, checkpoint))
         gt = coco.load_coco(annotations)
     except ValueError as exc:
         raise UserError(str(exc)) from None
-    backend = _open_backend(model_name, checkpoint, image_size, package)
+    backend = _open_backend(model_name, checkpoint, image_size, package, allow_nonfinite)
     try:
         result = clicks.run_click_protocol(backend.predictor, gt, images, max_clicks, limit, progress=_progress)
+        write_json_atomic(out, {"protocol": "simulated clicks (distance transform of error regions), mIoU",
+                                "model": backend.info, **result}, overwrite=overwrite)
     except ValueError as exc:
         raise UserError(str(exc)) from None
-    write_json_atomic(out, {"protocol": "simulated clicks (distance transform of error regions), mIoU",
-                            "model": backend.info, **result})
     click.echo(clicks.format_clicks_table(result))

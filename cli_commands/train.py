@@ -9,7 +9,8 @@ from cli_commands.errors import UserError
 
 @click.command("minisa")
 @click.option("--out", "out_dir", required=True, help="Data set root; images go to OUT/<split>/.")
-@click.option("--images", type=click.IntRange(1), default=100, show_default=True, help="Number of images.")
+@click.option("--images", type=click.IntRange(1, 1_000_000), default=100, show_default=True,
+              help="Number of images (1..1,000,000; a progress bar shows the count).")
 @click.option("--size", type=click.IntRange(16, 4096), default=256, show_default=True, help="Image side (pixels).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed (same seed, same data).")
 @click.option("--split", type=click.Choice(["train", "val", "test"]), default="train", show_default=True)
@@ -83,18 +84,22 @@ def distill_cmd(**kw) -> None:
 @click.option("--image-size", type=int, default=None, help="Input size (default: the model's native size).")
 @click.option("--bits", default="w8a8", show_default=True, help="Weight/activation bits, e.g. w8a8, w6a6, w4a4.")
 @click.option("--calibration", default=None, help="Directory of calibration images (default: bundled photos).")
-@click.option("--images", type=int, default=8, show_default=True, help="Calibration images.")
-@click.option("--held-out", type=int, default=2, show_default=True, help="Extra images for the IoU report.")
-@click.option("--candidates", type=int, default=100, show_default=True, help="Scale candidates per operand.")
-@click.option("--rounds", type=int, default=3, show_default=True, help="Alternating search rounds.")
+@click.option("--images", type=click.IntRange(1, 64), default=8, show_default=True, help="Calibration images (1..64).")
+@click.option("--held-out", type=click.IntRange(1, 64), default=2, show_default=True,
+              help="Extra images for the IoU report (1..64).")
+@click.option("--candidates", type=click.IntRange(1, 1000), default=100, show_default=True,
+              help="Scale candidates per operand (1..1000).")
+@click.option("--rounds", type=click.IntRange(1, 10), default=3, show_default=True, help="Alternating search rounds (1..10).")
 @click.option("--method", type=click.Choice(["hessian", "max"]), default="hessian", show_default=True)
 @click.option("--mixed", is_flag=True, help="Also measure sensitivities and write a mixed precision plan.")
 @click.option("--max-iou-drop", type=float, default=None, help="Mixed plan budget (default 0.01).")
 @click.option("--max-size-mb", type=float, default=None, help="Mixed plan budget by weight size instead.")
 @click.option("--out", required=True, help="Output directory (quantized model, report.json, plan).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing output directory (built first, then swapped in).")
 def quantize_cmd(model_name: str, checkpoint: str | None, image_size: int | None, bits: str,
                  calibration: str | None, images: int, held_out: int, candidates: int, rounds: int,
-                 method: str, mixed: bool, max_iou_drop: float | None, max_size_mb: float | None, out: str) -> None:
+                 method: str, mixed: bool, max_iou_drop: float | None, max_size_mb: float | None, out: str,
+                 overwrite: bool) -> None:
     """Post-training quantization (Q-TinySAM recipe): scale search, quantized model and report."""
     from tinysam.quant.pipeline import quantize
     from tinysam.quant.search import SearchConfig
@@ -104,7 +109,7 @@ def quantize_cmd(model_name: str, checkpoint: str | None, image_size: int | None
     try:
         cfg = SearchConfig(n_candidates=candidates, rounds=rounds, method=method).validate()
         res = quantize(model_name, out, checkpoint, image_size, bits, calibration, images, held_out, cfg,
-                       mixed, max_iou_drop, max_size_mb)
+                       mixed, max_iou_drop, max_size_mb, overwrite=overwrite)
     except ValueError as exc:
         raise UserError(str(exc)) from None
     rep = res["report"]

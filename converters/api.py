@@ -43,13 +43,16 @@ def dir_size(path: Path) -> int:
     return path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def load_model(model_name: str, checkpoint: str | Path | None, image_size: int | None, seed: int = 0):
-    """Build the reference model; without a checkpoint a seeded, untrained model (marked as such)."""
+def load_model(model_name: str, checkpoint: str | Path | None, image_size: int | None, seed: int = 0,
+               allow_nonfinite: bool = False):
+    """Build the reference model; without a checkpoint a seeded, untrained model (marked as such).
+    NaN/Inf weights are refused unless `allow_nonfinite`."""
     from tinysam.build import build_sam
 
     if checkpoint is not None and not Path(checkpoint).is_file():
         raise ValueError(f"checkpoint {checkpoint} does not exist")
-    model = build_sam(model_name, checkpoint, image_size=image_size, seed=None if checkpoint else seed)
+    model = build_sam(model_name, checkpoint, image_size=image_size, seed=None if checkpoint else seed,
+                      allow_nonfinite=allow_nonfinite)
     info = {"name": model_name, "config": model.config.to_dict(),
             "checkpoint_sha256": sha256_file(Path(checkpoint)) if checkpoint else None,
             "trained": checkpoint is not None, "seed": None if checkpoint else seed}
@@ -83,7 +86,7 @@ def build_package(model, model_info: dict, target: str, options: ConvertOptions,
         qmodel = qmodel if qmodel is not None else recipe_qmodel(model, calibration, progress=say)
         extra_files = {**(extra_files or {}), SCALES_FILE: scales_json(qmodel)}
     final = Path(options.out_dir) / spec.package_name
-    with AtomicPackage(final, zip_=options.zip) as pkg:
+    with AtomicPackage(final, zip_=options.zip, overwrite=options.overwrite) as pkg:
         for name, data in (extra_files or {}).items():
             if Path(name).name != name:
                 raise ValueError(f"extra package file {name!r} must be a plain file name")
@@ -110,7 +113,7 @@ def build_package(model, model_info: dict, target: str, options: ConvertOptions,
         (pkg.dir / "README.md").write_text(render_readme({**draft, "parity": parity}))
         manifest = build_manifest(spec, model_info, models, plan.to_dict(), parity, hash_tree(pkg.dir))
         manifest = Manifest.from_dict(manifest).to_dict()  # written through the typed package format
-        (pkg.dir / MANIFEST).write_text(json.dumps(manifest, indent=2))
+        (pkg.dir / MANIFEST).write_text(json.dumps(manifest, indent=2, allow_nan=False))
         path = pkg.commit()
     return PackageResult(spec.target, precision, path, dir_size(path), time.perf_counter() - start, parity,
                          pkg.zip_path if options.zip else None)
@@ -141,6 +144,9 @@ def convert(model_name: str, options: ConvertOptions | None = None,
     options = (options or ConvertOptions()).check()
     precision, calibration = options.precision, options.calibration
     target_list = options.target_list()
+    from calibration_data.atomic_dir import check_out_path
+
+    check_out_path(options.out_dir, (options.checkpoint, calibration))
     say = progress or (lambda msg: None)
     from tinysam.defaults import resolve_default_weights
 
@@ -149,7 +155,13 @@ def convert(model_name: str, options: ConvertOptions | None = None,
         checkpoint, image_size, _ = resolve_default_weights(model_name, checkpoint, image_size)
     say(f"building {model_name}" + (f" at {image_size}" if image_size else "")
         + (f" from {checkpoint}" if checkpoint else ""))
-    model, info = load_model(model_name, checkpoint, image_size)
+    model, info = load_model(model_name, checkpoint, image_size, allow_nonfinite=options.allow_nonfinite)
+    if not options.overwrite:  # refuse before any slow work, and before writing the first target
+        for t in target_list:
+            final = options.out_dir / ExportSpec(model.config, t, precision).package_name
+            for existing in (final, *([final.with_name(final.name + ".zip")] if options.zip else [])):
+                if existing.exists() or existing.is_symlink():
+                    raise ValueError(f"{existing} already exists (pass --overwrite to replace it)")
     if not info["trained"]:
         say("note: no checkpoint given; using a seeded UNTRAINED model (masks are meaningless)")
     plan, extra = None, None

@@ -21,7 +21,7 @@ from converters.options import ConvertOptions
 
 def _mask_iou(a: np.ndarray, b: np.ndarray) -> float:
     union = np.logical_or(a, b).sum()
-    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
+    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)  # masks are boolean: never NaN
 
 
 def _save_png(path: Path, image: np.ndarray) -> None:
@@ -45,8 +45,24 @@ def _reference_mask(model_name: str, checkpoint: Path | None, image_size: int | 
 
 def run_demo(out_dir: str | Path, model_name: str = "tinysam", checkpoint: str | Path | None = None,
              image_size: int | None = None, image_path: str | Path | None = None, targets: str = "all",
-             precision: str = "fp32", progress: Callable[[str], None] | None = None) -> dict:
-    """Convert, then segment `image_path` (default: the bundled demo photo) with every package."""
+             precision: str = "fp32", progress: Callable[[str], None] | None = None, overwrite: bool = False) -> dict:
+    """Convert, then segment `image_path` (default: the bundled demo photo) with every package.
+
+    Everything is written into a temporary sibling of `out_dir` that replaces it only when complete
+    (an existing `out_dir` only with `overwrite`)."""
+    from calibration_data.atomic_dir import replaced_atomically
+
+    with replaced_atomically(out_dir, overwrite, (checkpoint, image_path)) as tmp:
+        summary = _run_demo(tmp, Path(out_dir), model_name, checkpoint, image_size, image_path, targets, precision,
+                            progress)
+        (tmp / "summary.json").write_text(json.dumps(summary, indent=2, allow_nan=False))
+    return summary
+
+
+def _run_demo(out: Path, final: Path, model_name: str, checkpoint: str | Path | None, image_size: int | None,
+              image_path: str | Path | None, targets: str, precision: str,
+              progress: Callable[[str], None] | None) -> dict:
+    """The demo's work, written into `out` (package paths in the summary name `final`)."""
     import mobile_runtime
     from calibration_data import default_photo
     from calibration_data.loaders import load_image
@@ -54,8 +70,6 @@ def run_demo(out_dir: str | Path, model_name: str = "tinysam", checkpoint: str |
     from tinysam.defaults import find_default_weights, resolve_default_weights
 
     say = progress or (lambda msg: None)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     photo = Path(image_path) if image_path else default_photo()
     image = load_image(photo)  # fail on a bad image before any slow work
     shipped = find_default_weights(model_name) if checkpoint is None else None
@@ -94,12 +108,11 @@ def run_demo(out_dir: str | Path, model_name: str = "tinysam", checkpoint: str |
             records = mobile_runtime.EverythingGenerator(session, mode="hierarchical", **filters).generate(image)
             t_everything = time.perf_counter() - t0
             _save_png(out / f"{name}_everything.png", render_overlay(image, [r["segmentation"] for r in records]))
-        entry = {"package": str(res.path), "size_bytes": res.size_bytes, "convert_seconds": round(res.seconds, 1),
+        entry = {"package": str(final / "packages" / name), "size_bytes": res.size_bytes, "convert_seconds": round(res.seconds, 1),
                  "parity": res.parity.get("metrics", {}), "encoder_seconds": round(t_encode, 3),
                  "point_mask_iou_vs_reference": round(_mask_iou(best, reference), 5),
                  "everything_masks": None if records is None else len(records),
                  "everything_seconds": None if t_everything is None else round(t_everything, 2)}
         summary["packages"].append(entry)
         session.close()
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary

@@ -20,6 +20,8 @@ class ConvertOptions:
       seeded untrained model); `image_size`: model input size (default: native, or the weights').
     - `calibration`: image directory for the parity check, the measured mixed plan and the w8a8 search.
     - `verify`: run the parity gate; `zip`: also write `<package>.zip`.
+    - `overwrite`: replace existing packages (built whole first, then swapped in); without it an existing
+      package is never touched. `allow_nonfinite`: accept NaN/Inf weights in the checkpoint.
     - `mixed_plan`, `max_iou_drop`, `max_size_mb`: the mixed plan (`converters.mixed_plan`).
     """
 
@@ -35,6 +37,8 @@ class ConvertOptions:
     mixed_plan: str = "auto"
     max_iou_drop: float | None = None
     max_size_mb: float | None = None
+    overwrite: bool = False
+    allow_nonfinite: bool = False
 
     def __post_init__(self) -> None:
         for name in ("out_dir", "checkpoint", "calibration"):

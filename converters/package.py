@@ -17,9 +17,11 @@ import threading
 import zipfile
 from pathlib import Path
 
+from calibration_data.atomic_dir import fix_mode
 from converters.spec import FORMAT_VERSION, MIN_OS, ExportSpec
 
 MANIFEST = "manifest.json"
+DIGEST = "manifest.sha256"  # sha256 of manifest.json (sha256sum format): covers the manifest itself
 TMP_MARK = ".partial-"
 
 # Defaults of both everything modes, so apps reproduce the reference generators.
@@ -43,12 +45,12 @@ def sha256_file(path: Path) -> str:
 
 
 def hash_tree(root: Path) -> dict[str, str]:
-    """relative posix path -> sha256 for every file under `root` except the manifest."""
+    """relative posix path -> sha256 for every file under `root` except the manifest and its digest."""
     out: dict[str, str] = {}
     for p in sorted(root.rglob("*")):
         if p.is_file():
             rel = p.relative_to(root).as_posix()
-            if rel != MANIFEST:
+            if rel not in (MANIFEST, DIGEST):
                 out[rel] = sha256_file(p)
     return out
 
@@ -113,8 +115,10 @@ def _inside(root: Path, name: str) -> bool:
     return target == root or root in target.parents
 
 
-def check_hashes(path: Path) -> list[str]:
-    """Problems found comparing the files of package `path` with its manifest (empty = fine)."""
+def check_hashes(path: Path, require_digest: bool = True) -> list[str]:
+    """Problems found comparing the files of package `path` with its manifest (empty = fine): the
+    manifest's digest (`manifest.sha256`, required unless `require_digest` is False), every file's
+    sha256, unlisted files, and paths that leave the package (also inside model files)."""
     path = Path(path)
     mpath = path / MANIFEST
     if not mpath.is_file():
@@ -133,6 +137,16 @@ def check_hashes(path: Path) -> list[str]:
     problems = [f"missing file: {k}" for k in sorted(set(want) - set(have))]
     problems += [f"unlisted file: {k}" for k in sorted(set(have) - set(want))]
     problems += [f"hash mismatch: {k}" for k in sorted(set(want) & set(have)) if want[k] != have[k]]
+    if not problems and "models" in manifest:
+        from mobile_runtime.integrity import check_integrity
+        from mobile_runtime.manifest import PackageError
+
+        try:
+            check_integrity(path, manifest, require_digest)
+        except PackageError as exc:
+            problems.append(str(exc))
+    elif require_digest and not (path / DIGEST).is_file():
+        problems.append(f"no {DIGEST}: the manifest itself is not covered by any hash")
     return problems
 
 
@@ -145,7 +159,7 @@ class AtomicPackage:
     then `pkg.commit()`. Leaving the block without commit (or with an exception, Ctrl-C or SIGTERM)
     removes everything that was written."""
 
-    def __init__(self, final_dir: Path, zip_: bool = False, overwrite: bool = True):
+    def __init__(self, final_dir: Path, zip_: bool = False, overwrite: bool = False):
         self.final_dir = Path(final_dir)
         self.zip_ = zip_
         self.overwrite = overwrite
@@ -162,8 +176,10 @@ class AtomicPackage:
     def __enter__(self) -> AtomicPackage:
         parent = self.final_dir.parent
         parent.mkdir(parents=True, exist_ok=True)
-        if not self.overwrite and self.final_dir.exists():
-            raise ValueError(f"{self.final_dir} already exists")
+        if not self.overwrite:
+            for existing in (self.final_dir, *([self.zip_path] if self.zip_ else [])):
+                if existing.exists() or existing.is_symlink():
+                    raise ValueError(f"{existing} already exists (pass --overwrite to replace it)")
         self._tmp = Path(tempfile.mkdtemp(prefix=f".{self.final_dir.name}{TMP_MARK}", dir=parent))
         self.dir = self._tmp / self.final_dir.name
         self.dir.mkdir()
@@ -176,7 +192,12 @@ class AtomicPackage:
         raise _Terminated("terminated by SIGTERM")
 
     def commit(self) -> Path:
-        """Verify hashes, then move the package (and zip) into place; returns the final dir."""
+        """Write the manifest's digest, verify hashes, then move the package (and zip) into place;
+        returns the final dir."""
+        if (self.dir / MANIFEST).is_file():
+            from mobile_runtime.integrity import digest_line
+
+            (self.dir / DIGEST).write_text(digest_line(self.dir))
         problems = check_hashes(self.dir)
         if problems:
             raise RuntimeError(f"package self-check failed: {problems[0]}")
@@ -187,17 +208,16 @@ class AtomicPackage:
                 for p in sorted(self.dir.rglob("*")):
                     if p.is_file():
                         zf.write(p, (Path(self.final_dir.name) / p.relative_to(self.dir)).as_posix())
-        trash = self._tmp / ".old"
-        if self.final_dir.exists():
-            os.rename(self.final_dir, trash)
-        try:
-            os.rename(self.dir, self.final_dir)
-        except BaseException:
-            if trash.exists():
-                os.rename(trash, self.final_dir)
-            raise
+        from calibration_data.atomic_dir import move_into_place
+
+        if self.zip_ and not self.overwrite and self.zip_path.exists():
+            raise ValueError(f"{self.zip_path} was created by someone else while this run was writing; "
+                             "it was left untouched")
+        move_into_place(self.dir, self.final_dir, self.overwrite)
         if self.zip_:
-            os.replace(self._tmp / self.zip_path.name, self.zip_path)
+            tmp_zip = self._tmp / self.zip_path.name
+            fix_mode(tmp_zip, directory=False)
+            os.replace(tmp_zip, self.zip_path)
         self.committed = True
         return self.final_dir
 

@@ -9,6 +9,7 @@ IoU-prediction error, with pass/fail against the thresholds of the package's pre
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -21,11 +22,20 @@ from mobile_runtime.package_format import LABEL
 
 
 def mask_ious(a: np.ndarray, b: np.ndarray, threshold: float = 0.0) -> np.ndarray:
-    """IoU of (a > t) and (b > t) per mask over the last two axes; 1.0 when both are empty."""
+    """IoU of (a > t) and (b > t) per mask over the last two axes; 1.0 when both are empty, and 0.0
+    for a mask whose logits hold any NaN/Inf in either input (a comparison with NaN is False, so two
+    NaN masks would otherwise "agree" as two empty masks)."""
     ma, mb = a > threshold, b > threshold
     inter = (ma & mb).sum(axis=(-2, -1))
     union = (ma | mb).sum(axis=(-2, -1))
-    return np.where(union == 0, 1.0, inter / np.maximum(union, 1))
+    finite = np.isfinite(a).all(axis=(-2, -1)) & np.isfinite(b).all(axis=(-2, -1))
+    return np.where(~finite, 0.0, np.where(union == 0, 1.0, inter / np.maximum(union, 1)))
+
+
+def worst(current: float, value: float) -> float:
+    """The larger error of the two, where NaN counts as infinitely large (`max(0, nan)` is 0)."""
+    value = float(value)
+    return math.inf if not math.isfinite(value) else max(current, value)
 
 
 def _by_logical(entries: list[dict]) -> dict[str, str]:
@@ -41,12 +51,13 @@ def run_entry(model, entry: dict, feeds: dict[str, np.ndarray]) -> dict[str, np.
 
 def evaluate(thresholds: dict[str, float], metrics: dict[str, float]) -> list[str]:
     """Failures of `metrics` against `thresholds` (keys ending in _mean are minima, others maxima)."""
-    fails = []
+    fails = ([f"NaN/Inf in {metrics['nonfinite_outputs']} output(s) of the package or the reference"]
+             if metrics.get("nonfinite_outputs") else [])
     for key, limit in thresholds.items():
         value = metrics.get(key)
         if value is None:
             continue
-        bad = value < limit if key.startswith("mask_iou") else value > limit
+        bad = not math.isfinite(value) or (value < limit if key.startswith("mask_iou") else value > limit)
         if bad:
             fails.append(f"{key} = {value:.6g} (limit {limit:g})")
     return fails
@@ -68,26 +79,32 @@ def _package_outputs(model, spec: ExportSpec, enc: dict, dec: dict, encoder, dec
 
 def _compare(reference: torch.nn.Module, spec: ExportSpec, images: list[ParityImage], outs: list[dict]) -> dict:
     """Parity metrics of the package outputs `outs` against `reference` on the same photos and prompts."""
-    emb_errs, ious, lr_err, iou_err, sam_ious = [], [], 0.0, 0.0, []
+    emb_errs, ious, lr_err, iou_err, sam_ious, nonfinite = [], [], 0.0, 0.0, [], []
     for img, out in zip(images, outs):
         with torch.no_grad():
             ref_emb = reference.encode_image(img.x)
         ref = ref_emb.numpy()
-        emb_errs.append(float(np.linalg.norm(out["embedding"] - ref) / max(np.linalg.norm(ref), 1e-12)))
+        emb_errs.append(worst(0.0, np.linalg.norm(out["embedding"] - ref) / max(np.linalg.norm(ref), 1e-12)))
+        nonfinite += [f"{who} embedding of {img.name}" for who, v in (("package", out["embedding"]), ("reference", ref))
+                      if not np.isfinite(v).all()]
         for k, feeds, got in out["variants"]:
             with torch.no_grad():
                 lo, iou = reference.decode_prompts(
                     ref_emb, *(torch.from_numpy(feeds[t.name]) for t in spec.decoder_inputs(k)[1:]))
             ious.append(mask_ious(got["low_res_masks"], lo.numpy()).ravel())
-            lr_err = max(lr_err, float(np.abs(got["low_res_masks"] - lo.numpy()).max()))
-            iou_err = max(iou_err, float(np.abs(got["iou_predictions"] - iou.numpy()).max()))
+            lr_err = worst(lr_err, np.abs(got["low_res_masks"] - lo.numpy()).max())
+            iou_err = worst(iou_err, np.abs(got["iou_predictions"] - iou.numpy()).max())
+            nonfinite += [f"{who} K={k} decoder outputs on {img.name}" for who, v in
+                          (("package", got["low_res_masks"]), ("reference", lo.numpy()),
+                           ("package", got["iou_predictions"]), ("reference", iou.numpy())) if not np.isfinite(v).all()]
         if out["sam"] is not None:
             sam_ious.append(_sam_onnx_ious(reference, out["sam"], ref_emb, spec))
     all_ious = np.concatenate(ious)
     metrics: dict[str, float] = {
         "embedding_rel_error": max(emb_errs), "low_res_logit_max_error": lr_err,
         "mask_iou_mean": float(all_ious.mean()), "mask_iou_min": float(all_ious.min()),
-        "iou_prediction_max_error": iou_err, "masks_compared": int(all_ious.size)}
+        "iou_prediction_max_error": iou_err, "masks_compared": int(all_ious.size),
+        "nonfinite_outputs": len(set(nonfinite))}
     if sam_ious:
         a = np.concatenate(sam_ious)
         metrics.update({"sam_onnx_mask_iou_mean": float(a.mean()), "sam_onnx_mask_iou_min": float(a.min())})

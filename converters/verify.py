@@ -15,6 +15,10 @@ from pathlib import Path
 from converters.backends import canonical_target
 from converters.package import MANIFEST, check_hashes
 
+# Minimum mean mask IoU of the package run through the runtime (its own pre/post-processing) against
+# the reference predictor, per precision.
+RUNTIME_IOU = {"fp32": 0.98, "fp16": 0.97, "int8": 0.9, "mixed": 0.9, "w8a8": 0.85}
+
 
 @contextlib.contextmanager
 def opened_package(path: str | Path) -> Iterator[Path]:
@@ -46,7 +50,9 @@ def read_manifest(path: str | Path) -> dict:
 
 def verify_package(path: str | Path, checkpoint: str | Path | None = None, parity: bool = True,
                    calibration: str | Path | None = None) -> dict:
-    """Re-check every file hash, then rebuild the reference model and re-run parity.
+    """Re-check the manifest's digest and every file hash (and the paths inside model files), then
+    rebuild the reference model, re-run parity, and run the package through the runtime's `Session`
+    with its own pre- and post-processing against the reference predictor (`converters.runtime_check`).
 
     The reference is rebuilt from the manifest (model name, image size, and the seed for untrained
     packages); a trained package needs its `checkpoint`, whose sha256 must match the manifest.
@@ -74,6 +80,12 @@ def _verify_dir(path: Path, checkpoint: str | Path | None, parity: bool, calibra
     if info.get("checkpoint_sha256") and got["checkpoint_sha256"] != info["checkpoint_sha256"]:
         raise ValueError("checkpoint sha256 does not match the one the package was built from")
     report = check_parity(model, path, manifest, calibration, fake_quant=_w8a8_reference(model, path, manifest))
+    from converters.runtime_check import check_runtime
+
+    runtime = check_runtime(model, path, RUNTIME_IOU[manifest["precision"]], calibration)
+    report["metrics"].update(runtime["metrics"])
+    report["failures"] = report["failures"] + runtime["failures"]
+    report["passed"] = report["passed"] and not runtime["failures"]
     result["parity"] = report
     result["ok"] = report["passed"]
     return result

@@ -29,7 +29,8 @@ class Backend:
 
 
 def open_torch_backend(model: str = "tinysam", checkpoint: str | Path | None = None,
-                       image_size: int | None = None, weights_dir: str | Path | None = None) -> Backend:
+                       image_size: int | None = None, weights_dir: str | Path | None = None,
+                       allow_nonfinite: bool = False) -> Backend:
     """Build the PyTorch reference (checkpoint, shipped default weights, or seeded untrained)."""
     import tinysam
     from tinysam.defaults import UNTRAINED_SEED, resolve_default_weights
@@ -38,7 +39,7 @@ def open_torch_backend(model: str = "tinysam", checkpoint: str | Path | None = N
     source = "checkpoint" if checkpoint is not None else "shipped weights"
     checkpoint, image_size, _ = resolve_default_weights(model, checkpoint, image_size, weights_dir)
     seed = UNTRAINED_SEED if checkpoint is None else None
-    sam = tinysam.build_sam(model, checkpoint, image_size, seed=seed)
+    sam = tinysam.build_sam(model, checkpoint, image_size, seed=seed, allow_nonfinite=allow_nonfinite)
     trained = bool(getattr(sam, "trained", checkpoint is not None))
     what = f"{source} {checkpoint}" if checkpoint is not None else f"random weights (seed {UNTRAINED_SEED})"
     description = f"{model} @ {sam.image_size} (PyTorch, {what})"
@@ -77,10 +78,12 @@ def open_package_backend(package: str | Path) -> Backend:
 
 
 def open_backend(model: str = "tinysam", checkpoint: str | Path | None = None, image_size: int | None = None,
-                 package: str | Path | None = None, weights_dir: str | Path | None = None) -> Backend:
-    """A package when `package` is given, else the PyTorch reference."""
+                 package: str | Path | None = None, weights_dir: str | Path | None = None,
+                 allow_nonfinite: bool = False) -> Backend:
+    """A package when `package` is given, else the PyTorch reference (NaN/Inf weights refused unless
+    `allow_nonfinite`)."""
     if package is not None:
         if checkpoint is not None or image_size is not None:
             raise ValueError("--package cannot be combined with --checkpoint or --image-size")
         return open_package_backend(package)
-    return open_torch_backend(model, checkpoint, image_size, weights_dir)
+    return open_torch_backend(model, checkpoint, image_size, weights_dir, allow_nonfinite)

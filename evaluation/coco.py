@@ -34,9 +34,13 @@ def load_coco(annotations: str | Path):
         raise ValueError(f"annotations file not found: {path}")
     try:
         with contextlib.redirect_stdout(io.StringIO()):
-            return COCO(str(path))
+            coco = COCO(str(path))
     except (json.JSONDecodeError, KeyError, TypeError, AssertionError) as exc:
         raise ValueError(f"{path} is not a COCO instances file: {exc}") from None
+    from evaluation.coco_checks import check_ground_truth
+
+    check_ground_truth(coco)
+    return coco
 
 
 def load_detections(path: str | Path, coco_gt: Any) -> list[dict[str, Any]]:
@@ -78,7 +82,9 @@ def select_image_ids(image_ids: Any, limit: int | None) -> list[int]:
 def image_for(coco_gt: Any, image_id: int, images_dir: str | Path) -> np.ndarray:
     """The RGB image of `image_id`, checked against the annotated height and width."""
     info = coco_gt.loadImgs([image_id])[0]
-    image = load_rgb(Path(images_dir) / info["file_name"])
+    from evaluation.coco_checks import image_path
+
+    image = load_rgb(image_path(images_dir, info["file_name"]))
     expected = (int(info.get("height", image.shape[0])), int(info.get("width", image.shape[1])))
     if image.shape[:2] != expected:
         raise ValueError(f"image {info['file_name']} is {image.shape[1]}x{image.shape[0]}, "

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from calibration_data.loaders import MAX_PIXELS, load_image
+from calibration_data.loaders import IMAGE_FORMATS, MAX_PIXELS, load_image, open_image
 
 # Larger images are refused from their header, before any pixel is decoded (the loader's limit).
 MAX_IMAGE_PIXELS = MAX_PIXELS
@@ -31,13 +31,14 @@ def _reason(exc: BaseException) -> str:
 def check_image_size(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS) -> tuple[int, int]:
     """(width, height) from the file header; ImageReadError if unreadable or above `max_pixels`."""
     try:
-        with Image.open(path) as im:  # lazy: reads the header only
+        with open_image(path) as im:  # lazy: reads the header only; only IMAGE_FORMATS are tried
             w, h = im.size
     except Image.DecompressionBombError as exc:  # Pillow's own, higher limit
         raise ImageReadError(f"image {path} is above the limit of {max_pixels / 1e6:.0f} megapixels "
                              f"({_reason(exc)})") from None
     except UnidentifiedImageError:
-        raise ImageReadError(f"cannot read image {path}: not a recognised image file") from None
+        raise ImageReadError(f"cannot read image {path}: not a recognised image file "
+                             f"(read: {', '.join(IMAGE_FORMATS)})") from None
     except _READ_ERRORS as exc:
         raise ImageReadError(f"cannot read image {path}: {_reason(exc)}") from None
     if w * h > max_pixels:

@@ -27,6 +27,8 @@ def _check_mask(name: str, mask: np.ndarray) -> np.ndarray:
     mask = np.asarray(mask)
     if mask.ndim != 2:
         raise ValueError(f"{name} must be a 2-D mask, got shape {list(mask.shape)}")
+    if mask.dtype.kind in "fc" and not np.isfinite(mask).all():  # NaN would count as True
+        raise ValueError(f"{name} holds NaN/Inf values: not a mask")
     return mask.astype(bool, copy=False)
 
 

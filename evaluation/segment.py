@@ -106,14 +106,14 @@ def segment_everything(generate: Callable[[np.ndarray], list[dict]], image: np.n
 
 
 def write_segment(out: str | Path, image: np.ndarray, result: SegmentResult, meta: dict[str, Any],
-                  overwrite: bool = False) -> Path:
+                  overwrite: bool = False, inputs: tuple = ()) -> Path:
     """Write ``mask_000.png``..., ``masks.json`` (SA-1B-style: image, model, annotations) and
     ``overlay.png`` into `out`, atomically."""
     h, w = image.shape[:2]
     overlay = render_overlay(image, result.masks, result.points, result.labels, result.box)
     doc = {"image": {**meta.get("image", {}), "height": h, "width": w},
            "model": meta.get("model", {}), "annotations": result.records}
-    with atomic_output_dir(out, overwrite) as tmp:
+    with atomic_output_dir(out, overwrite, inputs) as tmp:
         for i, m in enumerate(result.masks):
             save_mask_png(tmp / f"mask_{i:03d}.png", m)
         write_json_atomic(tmp / "masks.json", doc, indent=None)

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from calibration_data.atomic_dir import replaced_atomically
+from calibration_data.atomic_dir import check_out_path, fix_mode, replaced_atomically, sigterm_raises
 from mobile_runtime.rle import coco_encode_rle, mask_to_rle, rle_to_mask, string_to_counts
 
 
@@ -101,15 +101,41 @@ def save_mask_png(path: str | Path, mask: np.ndarray) -> None:
     Image.fromarray(np.where(np.asarray(mask, dtype=bool), 255, 0).astype(np.uint8), mode="L").save(path)
 
 
-def write_json_atomic(path: str | Path, obj: Any, indent: int | None = 2) -> Path:
-    """Write JSON to a temporary file next to `path`, then move it into place."""
+def finite_or_none(obj: Any) -> Any:
+    """`obj` with every NaN/Inf float replaced by None (JSON null), recursively."""
+    if isinstance(obj, dict):
+        return {k: finite_or_none(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [finite_or_none(v) for v in obj]
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    return obj
+
+
+def write_json_atomic(path: str | Path, obj: Any, indent: int | None = 2, overwrite: bool = True) -> Path:
+    """Write JSON to a temporary file next to `path`, then move it into place (never bare NaN: an
+    undefined number is written as null). Without `overwrite` an existing `path` is refused and never
+    replaced, even one created while this was writing."""
     path = Path(path)
+    if not overwrite and path.exists():
+        raise ValueError(f"{path} already exists (pass --overwrite to replace it)")
+    text = json.dumps(finite_or_none(to_jsonable(obj)), indent=indent, allow_nan=False)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(to_jsonable(obj), f, indent=indent)
-        os.replace(tmp, path)
+        with sigterm_raises():
+            with os.fdopen(fd, "w") as f:
+                f.write(text)
+            fix_mode(tmp, directory=False)
+            if overwrite:
+                os.replace(tmp, path)
+            else:
+                try:
+                    os.link(tmp, path)  # fails if `path` appeared meanwhile
+                except FileExistsError:
+                    raise ValueError(f"{path} was created by someone else while this run was writing; "
+                                     "it was left untouched") from None
+                os.unlink(tmp)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
@@ -117,9 +143,10 @@ def write_json_atomic(path: str | Path, obj: Any, indent: int | None = 2) -> Pat
     return path
 
 
-def check_output_dir(out: str | Path, overwrite: bool) -> Path:
-    """Refuse an existing non-empty output directory (or a file) unless `overwrite`."""
-    out = Path(out)
+def check_output_dir(out: str | Path, overwrite: bool, inputs: tuple = ()) -> Path:
+    """Refuse an existing non-empty output directory (or a file) unless `overwrite`, and an output that is
+    the current directory, one of its parents or an input (`check_out_path`)."""
+    out = check_out_path(out, inputs)
     if out.exists() and not out.is_dir():
         raise ValueError(f"output path {out} exists and is not a directory")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
@@ -127,9 +154,21 @@ def check_output_dir(out: str | Path, overwrite: bool) -> Path:
     return out
 
 
+def check_output_file(out: str | Path, overwrite: bool, inputs: tuple = ()) -> Path:
+    """Refuse an existing output file unless `overwrite`, a directory, and an output that is the current
+    directory, one of its parents or an input (`check_out_path`)."""
+    out = check_out_path(out, inputs)
+    if out.is_dir():
+        raise ValueError(f"output path {out} is a directory; give a file name")
+    if out.exists() and not overwrite:
+        raise ValueError(f"{out} already exists (pass --overwrite to replace it)")
+    return out
+
+
 @contextlib.contextmanager
-def atomic_output_dir(out: str | Path, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary directory next to `out`; on success it replaces `out`, on error it is removed."""
-    out = check_output_dir(out, overwrite)
-    with replaced_atomically(out) as tmp:
+def atomic_output_dir(out: str | Path, overwrite: bool = False, inputs: tuple = ()) -> Iterator[Path]:
+    """Yield a temporary directory next to `out`; on success it becomes `out` (an existing one is replaced
+    only with `overwrite`), on error it is removed."""
+    out = check_output_dir(out, overwrite, inputs)
+    with replaced_atomically(out, overwrite, inputs) as tmp:
         yield tmp

@@ -206,6 +206,10 @@ def load_manifest(package_dir: str | Path, verify: bool = True) -> dict[str, Any
     if verify:
         verify_files(package_dir, data["files"])
     _check_referenced(package_dir, data)
+    if verify:
+        from .integrity import check_integrity  # digest of the manifest, paths inside model files
+
+        check_integrity(package_dir, data)
     return data
 
 

@@ -278,6 +278,9 @@ class Session:
 
     def _finish(self, coords, labs, mask, has, multimask_output, return_logits):
         low, iou = self.decode(coords, labs, mask, has)
+        if not (np.isfinite(low).all() and np.isfinite(iou).all()):
+            raise ValueError("the model produced NaN/Inf outputs (a corrupt package or non-finite weights); "
+                             "its masks would be meaningless")
         low, iou = self.select_masks(low, iou, multimask_output)
         masks = self.postprocess(low)
         if not return_logits:

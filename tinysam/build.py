@@ -78,12 +78,13 @@ def build_sam(
     checkpoint: str | Path | None = None,
     image_size: int | None = None,
     seed: int | None = None,
+    allow_nonfinite: bool = False,
 ) -> nn.Module:
     """Build a model by name, in eval mode on CPU, optionally loading a checkpoint.
 
     `image_size` below the native 1024 keeps the architecture and keys (SAM ViT position tables are
     resized on load). `seed` makes the random initialization reproducible without touching the
-    global RNG. The result carries `checkpoint_sha256` (None without a checkpoint) and `trained`.
+    global RNG. NaN/Inf weights are refused unless `allow_nonfinite`. The result carries `checkpoint_sha256` (None without a checkpoint) and `trained`.
     """
     from .checkpoint import file_sha256, load_state_dict_into, read_state_dict
 
@@ -98,7 +99,7 @@ def build_sam(
         model = build_model(config)
     sha = None
     if state is not None:
-        load_state_dict_into(model, state, f"checkpoint {Path(checkpoint).name}")
+        load_state_dict_into(model, state, f"checkpoint {Path(checkpoint).name}", allow_nonfinite)
         sha = file_sha256(checkpoint)
     model.checkpoint_sha256 = sha
     model.trained = sha is not None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import pickle
 import warnings
+import zipfile
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -71,6 +72,8 @@ def _read_torch(path: Path) -> object:
         head = fh.read(2)
     if head != b"PK" and not head.startswith(b"\x80"):
         raise CheckpointError(f"checkpoint {path} is not a PyTorch checkpoint (unrecognized file header)")
+    if head == b"PK":
+        _check_zip_records(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -83,6 +86,18 @@ def _read_torch(path: Path) -> object:
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"checkpoint {path} is truncated or corrupt ({first})") from None
+
+
+def _check_zip_records(path: Path) -> None:
+    """Refuse a zip-format torch checkpoint whose records fail their CRC-32 (torch's reader does not check)."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            bad = zf.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"checkpoint {path} is truncated or corrupt ({first})") from None
+    if bad is not None:
+        raise CheckpointError(f"checkpoint {path} is corrupt: zip record {bad!r} fails its CRC check")
 
 
 def _read_safetensors(path: Path) -> dict:
@@ -215,29 +230,36 @@ def check_fits(state_dict: dict[str, torch.Tensor], target: dict[str, torch.Tens
     raise CheckpointError("; ".join(parts))
 
 
-def warn_non_finite(state_dict: dict[str, torch.Tensor], where: str) -> list[str]:
-    """Warn (NonFiniteWeightsWarning) naming tensors that hold NaN/Inf; return their names."""
+def warn_non_finite(state_dict: dict[str, torch.Tensor], where: str, allow: bool = True) -> list[str]:
+    """Tensors that hold NaN/Inf: a CheckpointError naming them, or with `allow` a
+    NonFiniteWeightsWarning; returns their names."""
     bad = [k for k, v in state_dict.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
     if bad:
         shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
-        warnings.warn(f"{where} holds NaN/Inf values in {len(bad)} tensor(s): {shown}", NonFiniteWeightsWarning, stacklevel=3)
+        msg = f"{where} holds NaN/Inf values in {len(bad)} tensor(s): {shown}"
+        if not allow:
+            raise CheckpointError(f"{msg} (pass --allow-nonfinite-weights to load it anyway)")
+        warnings.warn(msg, NonFiniteWeightsWarning, stacklevel=3)
     return bad
 
 
-def load_state_dict_into(model: nn.Module, state_dict: dict[str, torch.Tensor], what: str = "checkpoint") -> list[str]:
-    """Resize input-size-dependent tensors, check the fit, load strictly; returns the resized keys."""
+def load_state_dict_into(model: nn.Module, state_dict: dict[str, torch.Tensor], what: str = "checkpoint",
+                         allow_nonfinite: bool = False) -> list[str]:
+    """Resize input-size-dependent tensors, check the fit, load strictly; returns the resized keys.
+
+    NaN/Inf values are refused (CheckpointError) unless `allow_nonfinite`, which only warns."""
     target = model.state_dict()
     state_dict, resized = adapt_input_size(unwrap_state_dict(state_dict, what), target)
     name = getattr(getattr(model, "config", None), "name", None)
     check_fits(state_dict, target, f"{what} does not fit model {name!r}" if name else f"{what} does not fit the model")
-    warn_non_finite(state_dict, what)
+    warn_non_finite(state_dict, what, allow=allow_nonfinite)
     model.load_state_dict(state_dict, strict=True)
     return resized
 
 
-def load_checkpoint(model: nn.Module, path: str | Path) -> LoadedCheckpoint:
+def load_checkpoint(model: nn.Module, path: str | Path, allow_nonfinite: bool = False) -> LoadedCheckpoint:
     """Load a checkpoint file into `model` strictly; returns path, sha256 and resized keys."""
     path = Path(path)
     state_dict = read_state_dict(path)
-    resized = load_state_dict_into(model, state_dict, f"checkpoint {path.name}")
+    resized = load_state_dict_into(model, state_dict, f"checkpoint {path.name}", allow_nonfinite)
     return LoadedCheckpoint(path=str(path), sha256=file_sha256(path), resized=resized)

@@ -140,14 +140,18 @@ MODEL_CONFIGS: dict[str, ModelConfig] = {
 }
 
 
+MAX_IMAGE_SIZE = 2048  # model input side: twice the native 1024 (4x the encoder work); larger is refused
+
+
 def get_config(name: str, image_size: int | None = None) -> ModelConfig:
-    """Config for `name`, optionally at a smaller input size (same architecture and keys)."""
+    """Config for `name`, optionally at another input size (same architecture and keys), 64..MAX_IMAGE_SIZE."""
     if name not in MODEL_CONFIGS:
         raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(MODEL_CONFIGS)}")
     cfg = MODEL_CONFIGS[name]
     if image_size is not None and image_size != cfg.image_size:
-        if image_size % cfg.patch_size or image_size < 64:
-            raise ValueError(f"image_size must be a multiple of {cfg.patch_size} and at least 64, got {image_size}")
+        if image_size % cfg.patch_size or not 64 <= image_size <= MAX_IMAGE_SIZE:
+            raise ValueError(f"image_size must be a multiple of {cfg.patch_size} between 64 and {MAX_IMAGE_SIZE}, "
+                             f"got {image_size}")
         from dataclasses import replace
 
         cfg = replace(cfg, image_size=image_size)

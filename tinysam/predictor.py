@@ -251,6 +251,9 @@ class SamPredictor:
         low_res, iou = self.model.decode_prompts(
             self.features, coords.to(self.device), labels.to(self.device), mask_input, has_mask
         )
+        if not (bool(torch.isfinite(low_res).all()) and bool(torch.isfinite(iou).all())):
+            raise ValueError("the model produced NaN/Inf outputs (non-finite weights or inputs); "
+                             "its masks would be meaningless")
         low_res, iou = self.model.select_masks(low_res, iou, multimask_output)
         if not multimask_output and low_res.shape[1] > 1:
             low_res, iou = pick_best_mask(low_res, iou)

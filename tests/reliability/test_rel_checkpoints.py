@@ -102,13 +102,16 @@ def test_permission_denied_is_one_clear_error(tmp_path, monkeypatch) -> None:
         read_state_dict(path)
 
 
-def test_inf_weights_warn_and_still_load() -> None:
+def test_inf_weights_refused_unless_allowed() -> None:
     model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.Linear(2, 2))
     bad = {k: v.clone() for k, v in model.state_dict().items()}
     bad["0.weight"][0, 1] = float("inf")
     bad["1.bias"][0] = float("-inf")
-    with pytest.warns(NonFiniteWeightsWarning, match=r"2 tensor\(s\): 0.weight, 1.bias"):
+    with pytest.raises(CheckpointError, match=r"2 tensor\(s\): 0.weight, 1.bias.*--allow-nonfinite-weights"):
         load_state_dict_into(model, bad)
+    assert torch.isfinite(model[0].weight).all()
+    with pytest.warns(NonFiniteWeightsWarning, match=r"2 tensor\(s\): 0.weight, 1.bias"):
+        load_state_dict_into(model, bad, allow_nonfinite=True)
     assert torch.isinf(model[0].weight[0, 1])
 
 

@@ -124,14 +124,16 @@ def test_missing_unexpected_and_shape_errors_name_first_key(source):
     assert "prompt_encoder.no_mask_embed.weight: checkpoint [1, 7] vs model [1, 256]" in msg
 
 
-def test_non_finite_weights_warn_with_name(tmp_path, source):
+def test_non_finite_weights_refused_or_warn_with_name(tmp_path, source):
     _, sd = source
     bad = dict(sd)
     bad["mask_decoder.mask_tokens.weight"] = bad["mask_decoder.mask_tokens.weight"].clone()
     bad["mask_decoder.mask_tokens.weight"][0, 0] = float("nan")
     path = write_checkpoint(bad, tmp_path / "nan", "safetensors")
-    with pytest.warns(NonFiniteWeightsWarning, match="mask_decoder.mask_tokens.weight"):
+    with pytest.raises(CheckpointError, match="mask_decoder.mask_tokens.weight"):
         load_checkpoint(_small_sam(), path)
+    with pytest.warns(NonFiniteWeightsWarning, match="mask_decoder.mask_tokens.weight"):
+        load_checkpoint(_small_sam(), path, allow_nonfinite=True)
 
 
 def test_resize_rel_pos_matches_upstream_get_rel_pos():

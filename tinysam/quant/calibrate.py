@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from ..utils.transforms import transform_for_config
 
@@ -53,7 +52,9 @@ def _load_dir(path: Path, n: int) -> list[np.ndarray]:
     files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in calibration directory {path}")
-    return [np.asarray(Image.open(f).convert("RGB")) for f in files[:n]]
+    from calibration_data.loaders import load_image  # only the documented formats are opened
+
+    return [load_image(f) for f in files[:n]]
 
 
 def load_calibration_images(source: str | Path | None, n: int) -> list[np.ndarray]:

@@ -176,6 +176,9 @@ def read_blob(spec: LoadedSpec, file_name: str, offset: int, tspec: TensorSpec) 
     if data is None:
         rel = file_name.replace("@model_path/", "", 1)
         blob_path = spec.weights_dir / rel
+        package = spec.weights_dir.resolve().parents[1]  # <x>.mlpackage/Data/com.apple.CoreML
+        if not file_name.startswith("@model_path/") or package not in blob_path.resolve().parents:
+            raise CoreMLEmulatorError(f"weight file {file_name} lies outside the .mlpackage: refused")
         if not blob_path.is_file():
             raise CoreMLEmulatorError(f"weight file {file_name} not found under {spec.weights_dir}")
         data = blob_path.read_bytes()
