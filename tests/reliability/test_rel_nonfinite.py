@@ -103,11 +103,12 @@ def nan_model():
 
 def test_nan_weight_fails_the_parity_gate(nan_model, tmp_path) -> None:
     """The issue's case: one NaN weight, every output NaN; the gate used to report mask IoU 1.0."""
+    from converters import ConvertOptions
     from converters.api import ParityError, build_package
 
     model, info = nan_model
     with pytest.raises(ParityError, match="NaN/Inf"):
-        build_package(model, info, "onnx", "fp32", tmp_path)
+        build_package(model, info, "onnx", ConvertOptions(precision="fp32", out_dir=tmp_path))
     assert list(tmp_path.iterdir()) == []
 
 
@@ -120,17 +121,17 @@ def test_reference_predictor_refuses_nan_outputs(nan_model, rel_image) -> None:
         predictor.predict(np.array([[10.0, 10.0]]), np.array([1]))
 
 
-def test_runtime_refuses_nan_outputs(rel_package, rel_image) -> None:
-    """A session whose normalization divides by zero produces Inf/NaN; it must raise, not return empty masks."""
+def test_runtime_refuses_a_zero_std_manifest(rel_package) -> None:
+    """A normalization that divides by zero would make every output Inf/NaN (and every mask empty): the
+    runtime refuses such a manifest when it loads it, naming the field. (Non-finite outputs of a model
+    are refused too: see test_nan_checkpoint_with_allow_flag_still_cannot_pass_segment.)"""
     from mobile_runtime.manifest import load_manifest
     from mobile_runtime.session import Session
 
     manifest = load_manifest(rel_package)
     manifest["preprocess"] = {**manifest["preprocess"], "pixel_std": [0.0, 0.0, 0.0]}
-    session = Session(rel_package, manifest)
-    session.set_image(rel_image)
-    with pytest.raises(ValueError, match="NaN/Inf outputs"):
-        session.predict(points=np.array([[10.0, 10.0]]), labels=np.array([1]))
+    with pytest.raises(ValueError, match="pixel_std' must be three positive finite numbers"):
+        Session(rel_package, manifest)
 
 
 @pytest.fixture(scope="module")
