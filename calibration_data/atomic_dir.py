@@ -41,6 +41,20 @@ def fix_mode(path: str | Path, directory: bool | None = None) -> None:
     os.chmod(path, (0o777 if is_dir else 0o666) & ~umask())
 
 
+def fix_tree_modes(root: str | Path) -> None:
+    """`fix_mode` for `root` and everything under it (tools such as coremltools copy their private
+    temporary files, 0600/0700, into outputs); symlinks are left alone."""
+    root = Path(root)
+    fix_mode(root, directory=True)
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames:
+            if not os.path.islink(os.path.join(dirpath, name)):
+                fix_mode(os.path.join(dirpath, name), directory=True)
+        for name in filenames:
+            if not os.path.islink(os.path.join(dirpath, name)):
+                fix_mode(os.path.join(dirpath, name), directory=False)
+
+
 def check_out_path(out: str | Path, inputs: Iterable[str | Path | None] = ()) -> Path:
     """Refuse an output path that is the current directory, a parent of it, or an input (or holds one)."""
     out = Path(out)
@@ -120,7 +134,7 @@ def replaced_atomically(final: str | Path, overwrite: bool = False,
     try:
         with sigterm_raises():
             yield tmp
-            fix_mode(tmp, directory=True)
+            fix_tree_modes(tmp)
             move_into_place(tmp, final, overwrite)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

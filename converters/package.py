@@ -17,7 +17,7 @@ import threading
 import zipfile
 from pathlib import Path
 
-from calibration_data.atomic_dir import fix_mode
+from calibration_data.atomic_dir import fix_mode, fix_tree_modes
 from converters.spec import FORMAT_VERSION, MIN_OS, ExportSpec
 
 MANIFEST = "manifest.json"
@@ -202,6 +202,7 @@ class AtomicPackage:
         if problems:
             raise RuntimeError(f"package self-check failed: {problems[0]}")
         assert self._tmp is not None
+        fix_tree_modes(self.dir)  # exporters' private temporary modes (0600/0700) -> the user's umask
         if self.zip_:
             tmp_zip = self._tmp / self.zip_path.name
             with zipfile.ZipFile(tmp_zip, "w", zipfile.ZIP_DEFLATED) as zf:

@@ -161,6 +161,26 @@ def test_outputs_get_umask_permissions(tmp_path, rel_image_path, rel_package) ->
         assert stat.S_IMODE(f.stat().st_mode) == 0o644, f
 
 
+def test_package_files_get_umask_permissions(tmp_path) -> None:
+    """Exporters copy private temporary files into packages (coremltools: model.mlmodel 0600, weights/ 0700)."""
+    from converters.package import AtomicPackage, hash_tree
+
+    old = os.umask(0o022)
+    try:
+        with AtomicPackage(tmp_path / "pkg", zip_=True) as pkg:
+            inner = pkg.dir / "encoder.mlpackage" / "weights"
+            inner.mkdir(parents=True)
+            (inner / "weight.bin").write_bytes(b"w")
+            (inner / "weight.bin").chmod(0o600)
+            inner.chmod(0o700)
+            (pkg.dir / "manifest.json").write_text(json.dumps({"format_version": 1, "files": hash_tree(pkg.dir)}))
+            pkg.commit()
+    finally:
+        os.umask(old)
+    for p in [tmp_path / "pkg", *(tmp_path / "pkg").rglob("*"), tmp_path / "pkg.zip"]:
+        assert stat.S_IMODE(p.stat().st_mode) == (0o755 if p.is_dir() else 0o644), p
+
+
 def _default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
