@@ -17,8 +17,6 @@ from rel_helpers import assert_one_line_failure
 from cli import main
 from converters.package import sha256_file
 
-TYPED = pytest.mark.xfail(strict=False, reason="typed manifest validation lands with the registry branch")
-
 
 def _copy(pkg: Path, tmp_path: Path) -> Path:
     out = tmp_path / pkg.name
@@ -82,7 +80,6 @@ def test_missing_digest_fails_verify(tinysam128_onnx_package, tmp_path) -> None:
     assert "no manifest.sha256" in res.output
 
 
-@TYPED
 @pytest.mark.parametrize("bad", [float("nan"), 0.0, "0.5"])
 def test_runtime_validates_loaded_constants(rel_package, tmp_path, bad) -> None:
     """Without the digest (older packages), load-time validation must still refuse nonsense constants,
@@ -95,7 +92,6 @@ def test_runtime_validates_loaded_constants(rel_package, tmp_path, bad) -> None:
         load_package(pkg)
 
 
-@TYPED
 def test_runtime_validates_mask_threshold(rel_package, tmp_path) -> None:
     from mobile_runtime import PackageError, load_package
 
@@ -105,7 +101,6 @@ def test_runtime_validates_mask_threshold(rel_package, tmp_path) -> None:
         load_package(pkg)
 
 
-@TYPED
 def test_malformed_manifest_errors_name_the_field_in_words(rel_package, tmp_path) -> None:
     from mobile_runtime import PackageError, load_package
 
