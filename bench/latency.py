@@ -17,7 +17,7 @@ import numpy as np
 from bench.timing import time_fn
 
 DECODER_ROLES = ("image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input")
-BACKEND_LABEL = {"onnx": "onnxruntime", "tflite": "litert", "coreml": "coreml-emulator"}
+BACKEND_LABEL = {"onnx": "onnxruntime", "tflite": "litert", "coreml": "coreml-emulator", "executorch": "executorch"}
 
 
 def make_inputs(image_size: int, embed: int, slots: int = 8, seed: int = 0) -> dict:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from converters.package import MANIFEST, AtomicPackage, build_manifest, hash_tree, sha256_file
 from converters.precision import MIXED_PLANS, applied_precision, precision_plan, resolve_mixed_plan
 from converters.readme import render_readme
-from converters.spec import PRECISIONS, ExportSpec, check_choice, parse_targets
+from converters.spec import PRECISIONS, ExportSpec, check_choice, check_target_precision, parse_targets
 
 if TYPE_CHECKING:
     import torch
@@ -35,7 +35,13 @@ class PackageResult:
     zip_path: Path | None = None
 
 
-def _exporter(target: str) -> Callable:
+def _exporter(target: str, calibration: str | Path | None = None) -> Callable:
+    if target == "executorch":  # int8: static ranges calibrated on the calibration images
+        from functools import partial
+
+        from converters.backends.executorch.export import export_executorch
+
+        return partial(export_executorch, calibration=calibration)
     if target == "onnx":
         from converters.onnx_export import export_onnx
 
@@ -106,7 +112,7 @@ def build_package(model, model_info: dict, target: str, precision: str, out_dir:
             plan = {**w8a8_plan(qmodel, layers, target), "applied": plan["applied"]}
             reference = package_reference(qmodel, layers)
         else:
-            models = _exporter(target)(model, spec, pkg.dir, plan, pkg.dir.parent / "work", progress=say)
+            models = _exporter(target, calibration)(model, spec, pkg.dir, plan, pkg.dir.parent / "work", progress=say)
         draft = build_manifest(spec, model_info, models, plan, {}, hash_tree(pkg.dir))
         parity: dict = {"skipped": True}
         if verify:
@@ -159,6 +165,15 @@ def convert(model_name: str, checkpoint: str | Path | None = None, targets: str 
     if max_iou_drop is not None and max_size_mb is not None:
         raise ValueError("give one mixed-plan budget: --max-iou-drop or --max-size, not both")
     target_list = parse_targets(targets)
+    said_all = "all" in (targets.lower().replace(" ", "").split(",") if isinstance(targets, str) else targets)
+    for t in list(target_list):
+        try:
+            check_target_precision(t, precision)
+        except ValueError as exc:
+            if not said_all:
+                raise
+            target_list.remove(t)  # "all" means every target that builds this precision; said below
+            (progress or (lambda msg: None))(f"{t}: skipped, {exc}")
     if calibration is not None and not Path(calibration).is_dir():
         raise ValueError(f"calibration directory {calibration} does not exist")
     say = progress or (lambda msg: None)

@@ -17,7 +17,7 @@ import threading
 import zipfile
 from pathlib import Path
 
-from converters.spec import FORMAT_VERSION, MIN_OS, ExportSpec
+from converters.spec import FORMAT_VERSION, MIN_OS, RUNTIME_NEEDS, ExportSpec
 
 MANIFEST = "manifest.json"
 TMP_MARK = ".partial-"
@@ -70,7 +70,7 @@ def tool_versions() -> dict[str, str]:
 
     out = {}
     for name in ("torch", "numpy", "onnx", "onnxruntime", "litert-torch", "ai-edge-litert",
-                 "ai-edge-quantizer", "coremltools"):
+                 "ai-edge-quantizer", "coremltools", "executorch"):
         try:
             out[name] = version(name)
         except PackageNotFoundError:
@@ -87,12 +87,14 @@ def build_manifest(spec: ExportSpec, model_info: dict, models: dict, precision_p
             m["sha256"] = entry_sha256(files, m["file"])
         for v in m.get("variants", {}).values():
             v["sha256"] = entry_sha256(files, v["file"])
+    needs = {"runtime_requirements": dict(RUNTIME_NEEDS[spec.target])} if spec.target in RUNTIME_NEEDS else {}
     return {
         "format_version": FORMAT_VERSION,
         "model": model_info,
         "target": spec.target,
         "precision": spec.precision,
         "min_os": MIN_OS[spec.target],
+        **needs,
         "preprocess": spec.preprocess_dict(),
         "postprocess": spec.postprocess_dict(),
         "prompts": spec.prompts_dict(),

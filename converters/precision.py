@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import re
 
+from converters.backends.executorch import capabilities as et_caps
 from converters.spec import PRECISIONS, check_choice
 
 MIXED_PLANS: tuple[str, ...] = ("auto", "measured", "fixed")
@@ -52,8 +53,9 @@ KIND_OPS: dict[str, dict[str, tuple[str, ...]]] = {
         # CoreML never quantizes weights under weight_threshold (2048 elements): norm scales are
         # smaller, and excluding op types here conflicts with constants the converter shares.
         "coreml": (),
+        "executorch": (),  # only Linear/Conv2d are quantized (converters.backends.executorch.quantize)
     },
-    "softmax": {"onnx": ("Softmax",), "tflite": ("SOFTMAX",), "coreml": ()},
+    "softmax": {"onnx": ("Softmax",), "tflite": ("SOFTMAX",), "coreml": (), "executorch": ()},
 }
 
 
@@ -183,6 +185,7 @@ _APPLIED_INT8: dict[str, dict[str, str]] = {
         "weights": "int8 per-channel (linear_quantize_weights), kept-float consts float32",
         "activations": "float32 (weight-only int8)",
     },
+    "executorch": dict(et_caps.APPLIED_INT8),
 }
 
 # What each backend's mixed files hold: int8 weights stored, float compute, kept layers in higher precision.
@@ -199,6 +202,7 @@ _APPLIED_MIXED: dict[str, dict[str, str]] = {
         "activations": "float32 (no run-time quantization)",
     },
     "coreml": _APPLIED_INT8["coreml"],
+    "executorch": dict(et_caps.APPLIED_MIXED),
 }
 
 # Where the recipe's searched scales go instead (int8 and mixed packages take max-based weight scales).
@@ -207,6 +211,7 @@ _SEARCHED_SCALES: dict[str, str] = {
     "tflite": "not used by the package; --precision w8a8 builds a static int8 encoder with the recipe's scales "
               "(converters/tflite_w8a8.py)",
     "coreml": "not used by the package; --precision w8a8 converts the recipe's scales into quantize/dequantize ops",
+    "executorch": et_caps.SEARCHED_SCALES,
 }
 
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from converters.backends.executorch import capabilities as _et_caps
 from tinysam.config import ModelConfig
 
-TARGETS: tuple[str, ...] = ("onnx", "tflite", "coreml")
+TARGETS: tuple[str, ...] = ("onnx", "tflite", "coreml", "executorch")
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8", "mixed", "w8a8")
 DECODER_K: tuple[int, ...] = (1, 16)  # prompts per decoder call
 N_SLOTS: int = 8  # point slots per prompt; unused slots carry label -2
@@ -19,12 +20,16 @@ N_SLOTS: int = 8  # point slots per prompt; unused slots carry label -2
 MASK_INPUTS: tuple[str, ...] = ("mask_input", "has_mask_input")
 FORMAT_VERSION = 1
 
-EXTENSIONS = {"onnx": "onnx", "tflite": "tflite", "coreml": "mlpackage"}
+EXTENSIONS = {"onnx": "onnx", "tflite": "tflite", "coreml": "mlpackage", "executorch": "pte"}
+
+# What a phone needs beyond `MIN_OS` (manifest `runtime_requirements`, package README).
+RUNTIME_NEEDS: dict[str, dict[str, str]] = {"executorch": dict(_et_caps.PHONE_NEEDS)}
 
 MIN_OS = {
     "onnx": "onnxruntime>=1.17 (Android 7 / API 24, iOS 15)",
     "tflite": "LiteRT 2.x (Android 8 / API 26, iOS 15)",
     "coreml": "iOS 18 / macOS 15 (mlprogram; multifunction decoder)",
+    "executorch": _et_caps.MIN_OS,
 }
 
 # Parity gates per precision. The mask-IoU mean (masks at logit threshold 0) is the gate the
@@ -81,6 +86,19 @@ def check_choice(kind: str, value: str, choices: tuple[str, ...]) -> str:
     return value
 
 
+# Precisions a target cannot build, with the reason (refused before any export work).
+UNSUPPORTED: dict[str, dict[str, str]] = {"executorch": dict(_et_caps.UNSUPPORTED_PRECISIONS)}
+
+
+def check_target_precision(target: str, precision: str) -> None:
+    """Refuse a precision `target` does not build, in one line naming the ones it does."""
+    why = UNSUPPORTED.get(target, {}).get(precision)
+    if why is not None:
+        ok = [p for p in PRECISIONS if p not in UNSUPPORTED[target]]
+        raise ValueError(f"--precision {precision} is not supported for {target} ({why}); "
+                         f"{target} supports: {', '.join(ok)}")
+
+
 def parse_targets(text: str | list[str] | tuple[str, ...]) -> list[str]:
     """'coreml,tflite' / 'all' / ['onnx'] -> ordered, de-duplicated list of targets."""
     items = text.split(",") if isinstance(text, str) else list(text)
@@ -108,6 +126,7 @@ class ExportSpec:
     def __post_init__(self) -> None:
         check_choice("target", self.target, TARGETS)
         check_choice("precision", self.precision, PRECISIONS)
+        check_target_precision(self.target, self.precision)
 
     # --- sizes ---------------------------------------------------------------------------
     @property
@@ -148,11 +167,14 @@ class ExportSpec:
 
     def decoder_variants(self) -> dict[int, dict[str, str | None]]:
         """K -> {"file", "signature"}: LiteRT keeps all K as signatures of one file, CoreML as
-        functions (``decoder_k{K}``) of one multifunction package; ONNX has one file per K."""
+        functions (``decoder_k{K}``) of one multifunction package, ExecuTorch as methods (``decoder_k{K}``)
+        of one program; ONNX has one file per K."""
         if self.target == "tflite":
             return {k: {"file": "decoder.tflite", "signature": f"k{k}"} for k in DECODER_K}
         if self.target == "coreml":
             return {k: {"file": "decoder.mlpackage", "signature": f"decoder_k{k}"} for k in DECODER_K}
+        if self.target == "executorch":  # methods of one program (weights stored once)
+            return {k: {"file": "decoder.pte", "signature": f"decoder_k{k}"} for k in DECODER_K}
         return {k: {"file": f"decoder_k{k}.{self.ext}", "signature": None} for k in DECODER_K}
 
     def model_files(self) -> list[str]:

@@ -6,10 +6,12 @@ with their scale / zero point, quantized outputs dequantized), so callers always
 float32 / integer numpy arrays.
 
 Kinds: "onnx" (onnxruntime), "tflite" (ai_edge_litert), "coreml" (coremltools `MLModel` on macOS,
-the bundled numpy emulator of the mlpackage elsewhere).
+the bundled numpy emulator of the mlpackage elsewhere), "executorch" (the `executorch.runtime` of the
+executorch wheel, XNNPACK delegate; imported only when a .pte model is opened, since it loads torch).
 
-`signature` names one entry point of a multi-entry file: a LiteRT signature (`k16`) or a function
-of a multifunction CoreML package (`decoder_k16`); an unknown name fails with the available names.
+`signature` names one entry point of a multi-entry file: a LiteRT signature (`k16`), a function
+of a multifunction CoreML package (`decoder_k16`) or a method of an ExecuTorch program (`decoder_k16`);
+an unknown name fails with the available names.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Protocol
 
 import numpy as np
 
-KINDS = ("onnx", "tflite", "coreml")
+KINDS = ("onnx", "tflite", "coreml", "executorch")
 
 
 class Model(Protocol):
@@ -50,8 +52,9 @@ def check_inputs(model: Model, inputs: dict[str, np.ndarray]) -> None:
 def open_model(path: str | Path, kind: str, num_threads: int = 2, signature: str | None = None) -> Model:
     """Open one model file (or .mlpackage directory) with the runtime for `kind`.
 
-    `signature` selects a LiteRT signature (e.g. "k16") or the function of a multifunction CoreML
-    package (e.g. "decoder_k16"; None = the package's default function); ONNX ignores it.
+    `signature` selects a LiteRT signature (e.g. "k16"), the function of a multifunction CoreML
+    package (e.g. "decoder_k16"; None = the package's default function) or the method of an ExecuTorch
+    program (None = its only method, else `forward`); ONNX ignores it.
     """
     path = Path(path)
     if not path.exists():
@@ -68,6 +71,10 @@ def open_model(path: str | Path, kind: str, num_threads: int = 2, signature: str
         return LiteRTModel(path, num_threads=num_threads, signature=signature)
     if kind == "coreml":
         return _open_coreml(path, signature)
+    if kind == "executorch":
+        from .executorch_backend import ExecuTorchModel
+
+        return ExecuTorchModel(path, num_threads=num_threads, signature=signature)
     raise ValueError(f"unknown backend kind {kind!r}; choose one of {', '.join(KINDS)}")
 
 

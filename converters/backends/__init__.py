@@ -1,0 +1,1 @@
+"""One folder per deployment target: its export, quantization recipes and capabilities."""

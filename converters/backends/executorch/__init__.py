@@ -1,0 +1,1 @@
+"""ExecuTorch (.pte) target: programs lowered with the XNNPACK partitioner (`export_executorch`)."""
