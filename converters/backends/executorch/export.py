@@ -43,13 +43,21 @@ def quiet() -> Iterator[None]:
             logging.root.setLevel(level)
 
 
-def lower(programs: dict[str, torch.export.ExportedProgram]) -> bytes:
-    """Exported programs (method name -> program) -> the bytes of one .pte, lowered to XNNPACK."""
-    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+def lower(programs: dict[str, torch.export.ExportedProgram], quantized: bool = False) -> bytes:
+    """Exported programs (method name -> program) -> the bytes of one .pte, lowered to XNNPACK.
+
+    Quantized programs take the dynamically quantized layers first, then everything else: with the one
+    default partitioner the int8 decoder failed to lower ("Invalid partition, found dependency cycles").
+    """
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import (
+        XnnpackDynamicallyQuantizedPartitioner,
+        XnnpackPartitioner,
+    )
     from executorch.exir import to_edge_transform_and_lower
 
+    parts = [XnnpackDynamicallyQuantizedPartitioner(), XnnpackPartitioner()] if quantized else [XnnpackPartitioner()]
     with quiet():
-        edge = to_edge_transform_and_lower(programs, partitioner=[XnnpackPartitioner()])
+        edge = to_edge_transform_and_lower(programs, partitioner=parts)
         return edge.to_executorch().buffer
 
 
@@ -99,7 +107,7 @@ def export_executorch(model: nn.Module, spec: ExportSpec, out_dir: Path, plan: d
     say(f"executorch: exporting encoder ({spec.precision})" + (f", calibrated on {len(cal)} images" if cal else ""))
     ep, enc_scope = _program(EncoderWrapper(model), (torch.randn(1, 3, s, s),), spec.precision, "encoder", plan, cal)
     say("executorch: lowering encoder to XNNPACK")
-    (out_dir / spec.encoder_file).write_bytes(lower({caps.ENCODER_METHOD: ep}))
+    (out_dir / spec.encoder_file).write_bytes(lower({caps.ENCODER_METHOD: ep}, quantized))
     if enc_scope is not None:
         scopes["encoder"] = enc_scope
     dec = decoder_module(model)
@@ -111,5 +119,5 @@ def export_executorch(model: nn.Module, spec: ExportSpec, out_dir: Path, plan: d
         if dec_scope is not None:
             scopes["decoder"] = dec_scope
     say("executorch: lowering the decoder methods " + ", ".join(programs) + " into one program")
-    (out_dir / "decoder.pte").write_bytes(lower(programs))
+    (out_dir / "decoder.pte").write_bytes(lower(programs, quantized))
     return executorch_models(spec, scopes)
