@@ -72,9 +72,9 @@ def open_model(path: str | Path, kind: str, num_threads: int = 2, signature: str
     if kind == "coreml":
         return _open_coreml(path, signature)
     if kind == "executorch":
-        from .executorch_backend import ExecuTorchModel
+        from .executorch_backend import open_executorch
 
-        return ExecuTorchModel(path, num_threads=num_threads, signature=signature)
+        return open_executorch(path, num_threads=num_threads, signature=signature)
     raise ValueError(f"unknown backend kind {kind!r}; choose one of {', '.join(KINDS)}")
 
 

@@ -107,3 +107,8 @@ class ExecuTorchModel:
             outs = self._method.execute(args)
             arrays = [np.array(o.detach().numpy()) for o in outs]  # copied: the method reuses its buffers
         return {n: (a.astype(np.float32) if a.dtype == np.float16 else a) for n, a in zip(self.output_names, arrays)}
+
+
+def open_executorch(path: str | Path, num_threads: int = 2, signature: str | None = None) -> ExecuTorchModel:
+    """Open one method of a .pte program (None: its only method, else `forward`)."""
+    return ExecuTorchModel(path, num_threads=num_threads, signature=signature)
