@@ -8,10 +8,11 @@ A model is called the way an app calls it: one method by name (`forward` for the
 this backend names them `input_<i>` / `output_<i>` and the manifest maps those to their meanings
 (`logical_name`), as for LiteRT's `args_<i>`.
 
-Threads: XNNPACK's thread pool is one per process. Its size must be set before a method is loaded:
-resizing it between `load_method` and the first `execute` of a method made that `execute` hang
-(ExecuTorch 1.5.1). So the pool is sized once, by the first model opened; a later model asking for
-another size is refused, naming the size in use.
+Threads: XNNPACK's thread pool is one per process (`_unsafe_reset_threadpool`), and resizing it under
+live methods hangs them (ExecuTorch 1.5.1: a method that had run, then the pool resized, hung in its
+next `execute`; a resize between `load_method` and the first `execute` has hung too). So the pool is
+sized once, before the first method of the process is loaded; a later model asking for another size
+is refused, naming the size in use.
 """
 
 from __future__ import annotations
