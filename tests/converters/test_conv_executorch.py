@@ -124,3 +124,29 @@ def test_mixed_fixed_plan_keeps_its_layers_float(trained128, tmp_path):
     kept = models["encoder"]["int8_layers"]["kept_float"]
     assert kept and all(n.startswith("image_encoder.patch_embed") for n in kept)  # the plan's stem rule
     assert models["encoder"]["int8_layers"]["int8"] > 20
+
+
+def test_thread_pool_is_sized_once_and_another_size_is_refused(et_fp32):
+    from mobile_runtime.backends import open_model
+    from mobile_runtime.backends.executorch_backend import pool_threads
+
+    open_model(et_fp32.path / "encoder.pte", "executorch", num_threads=2)
+    assert pool_threads() == 2
+    with pytest.raises(ValueError, match="thread pool of this process has 2 threads"):
+        open_model(et_fp32.path / "encoder.pte", "executorch", num_threads=3)
+
+
+def test_plan_keep_float_rules_select_the_float_layers(trained128):
+    from converters.backends.executorch.quantize import QUANT_TYPES, scope
+    from converters.precision import precision_plan
+    from converters.wrappers import EncoderWrapper, decoder_module
+
+    model, _ = trained128
+    enc, keep = scope(EncoderWrapper(model), precision_plan("mixed"), QUANT_TYPES)
+    assert enc.float and all(n.startswith("image_encoder.patch_embed") for n in enc.float)
+    assert keep("model.image_encoder.patch_embed.seq.0.c") and not keep("model.image_encoder.layers.1.blocks.0")
+    everything, _ = scope(EncoderWrapper(model), precision_plan("int8"), QUANT_TYPES)
+    assert everything.float == [] and len(everything.int8) == len(enc.int8) + len(enc.float)
+    dec, _ = scope(decoder_module(model), {"keep_float": [{"module": r"mask_decoder\.iou_prediction_head"}]},
+                   (torch.nn.Linear,))
+    assert dec.float and all(n.startswith("mask_decoder.iou_prediction_head") for n in dec.float)
