@@ -147,6 +147,8 @@ def test_plan_keep_float_rules_select_the_float_layers(trained128):
     assert keep("model.image_encoder.patch_embed.seq.0.c") and not keep("model.image_encoder.layers.1.blocks.0")
     everything, _ = scope(EncoderWrapper(model), precision_plan("int8"), QUANT_TYPES)
     assert everything.float == [] and len(everything.int8) == len(enc.int8) + len(enc.float)
+    assert all(n.startswith("image_encoder.") for n in enc.int8 + enc.float)
     dec, _ = scope(decoder_module(model), {"keep_float": [{"module": r"mask_decoder\.iou_prediction_head"}]},
-                   (torch.nn.Linear,))
+                   (torch.nn.Linear,), "decoder")
     assert dec.float and all(n.startswith("mask_decoder.iou_prediction_head") for n in dec.float)
+    assert not any(n.startswith("image_encoder.") for n in dec.int8)

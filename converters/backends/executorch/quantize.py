@@ -43,8 +43,13 @@ def _strip(path: str) -> str:
     return path[len(WRAPPER_PREFIX) :] if path.startswith(WRAPPER_PREFIX) else path
 
 
-def scope(module: nn.Module, plan: dict, types: tuple[type, ...]) -> tuple[QuantScope, Callable[[str], bool]]:
-    """The layers of `types` in `module` split by the plan's keep-float rules, and the float test by path."""
+ENCODER_PREFIX = "image_encoder."  # the encoder program runs these modules; the decoder programs the others
+
+
+def scope(module: nn.Module, plan: dict, types: tuple[type, ...],
+          part: str = "encoder") -> tuple[QuantScope, Callable[[str], bool]]:
+    """The layers of `types` that the `part` program runs, split by the plan's keep-float rules, and the
+    float test by module path (the export wrappers hold the whole model; each part runs only its modules)."""
     names = [_strip(n) for n, _ in module.named_modules() if n]
     rules = rules_for_names(plan, names)
 
@@ -53,8 +58,9 @@ def scope(module: nn.Module, plan: dict, types: tuple[type, ...]) -> tuple[Quant
 
     out = QuantScope()
     for name, mod in module.named_modules():
-        if isinstance(mod, types):
-            (out.float if keep_float(name) else out.int8).append(_strip(name))
+        path = _strip(name)
+        if isinstance(mod, types) and path.startswith(ENCODER_PREFIX) == (part == "encoder"):
+            (out.float if keep_float(name) else out.int8).append(path)
     return out, keep_float
 
 
@@ -90,7 +96,7 @@ def quantized_program(module: nn.Module, args: tuple, part: str, plan: dict,
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     types = QUANT_TYPES if part == "encoder" else (nn.Linear,)
-    layers, keep_float = scope(module, plan, types)
+    layers, keep_float = scope(module, plan, types, part)
     with torch.no_grad():
         graph = torch.export.export(module.eval(), args).module()
         prepared = prepare_pt2e(graph, quantizer(part, keep_float))
