@@ -77,13 +77,15 @@ def run_conversions(model: str, targets: list[str], precisions: list[str], out_d
                     image_size: int | None, checkpoint: str | None, verify: bool, log_dir: Path,
                     timeout_s: float = 3600.0, progress=None, untrained: bool = False) -> dict:  # noqa: ANN001
     """Conversion suite: one subprocess per target and precision, in order."""
-    from converters.spec import UNSUPPORTED
+    from converters.backends import get_backend
 
     rows = []
     for target in targets:
+        caps = get_backend(target).capabilities
         for precision in precisions:
-            if precision in UNSUPPORTED.get(target, {}):  # refused by the target itself: no conversion to time
-                rows.append({"target": target, "precision": precision, "skipped": UNSUPPORTED[target][precision]})
+            if precision not in caps.precisions:  # refused by the target itself: no conversion to time
+                rows.append({"target": target, "precision": precision,
+                             "skipped": caps.refused.get(precision, f"{target} does not build {precision}")})
                 continue
             if progress:
                 progress(f"converting {model} -> {target}/{precision}")
@@ -108,11 +110,12 @@ def _child(argv: list[str] | None = None) -> int:
     from converters.logs import quiet_logs
 
     quiet_logs()
-    from converters.api import ParityError, convert
+    from converters import ConvertOptions, ParityError, convert
 
     try:
-        res = convert(a.model, a.checkpoint, a.target, a.precision, a.out, verify=not a.no_verify,
-                      image_size=a.image_size, untrained=a.untrained)[0]
+        res = convert(a.model, ConvertOptions(targets=a.target, precision=a.precision, out_dir=a.out,
+                                              checkpoint=a.checkpoint, verify=not a.no_verify,
+                                              image_size=a.image_size, untrained=a.untrained))[0]
     except (ParityError, ValueError) as exc:
         print(MARKER + json.dumps({"error": str(exc).splitlines()[0]}), flush=True)
         return 1

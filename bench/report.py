@@ -95,7 +95,7 @@ def evaluate_targets(res: dict, model: str, image_size: int, trained: bool = Tru
             add(f"{r['backend']} mixed 1 - mask IoU vs torch fp32 masks", round(gap, 4), "<= 0.01", gap <= 0.01,
                 "same prompts (first click, box), worst of the two")
     for r in (res.get("conversion") or {}).get("rows", []):
-        if "skipped" in r:  # a precision the target refuses (converters.spec.UNSUPPORTED): no target to meet
+        if "skipped" in r:  # a precision the target does not build (Capabilities.refused): no target to meet
             continue
         if "error" in r:
             add(f"convert {r['target']}/{r['precision']}", None, "< 300 s and < 8 GB", False, r["error"][:120])

@@ -17,7 +17,7 @@ import threading
 import zipfile
 from pathlib import Path
 
-from converters.spec import FORMAT_VERSION, MIN_OS, RUNTIME_NEEDS, ExportSpec
+from converters.spec import FORMAT_VERSION, MIN_OS, ExportSpec
 
 MANIFEST = "manifest.json"
 TMP_MARK = ".partial-"
@@ -87,7 +87,8 @@ def build_manifest(spec: ExportSpec, model_info: dict, models: dict, precision_p
             m["sha256"] = entry_sha256(files, m["file"])
         for v in m.get("variants", {}).values():
             v["sha256"] = entry_sha256(files, v["file"])
-    needs = {"runtime_requirements": dict(RUNTIME_NEEDS[spec.target])} if spec.target in RUNTIME_NEEDS else {}
+    runtime = dict(spec.backend.capabilities.runtime_requirements)
+    needs = {"runtime_requirements": runtime} if runtime else {}
     return {
         "format_version": FORMAT_VERSION,
         "model": model_info,

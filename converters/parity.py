@@ -17,6 +17,7 @@ import torch
 from converters.parity_data import ParityImage, load_parity_images, parity_prompts, prepare_image
 from converters.spec import FAKE_QUANT_THRESHOLDS, ExportSpec
 from converters.wrappers import sam_onnx_module
+from mobile_runtime.package_format import LABEL
 
 
 def mask_ious(a: np.ndarray, b: np.ndarray, threshold: float = 0.0) -> np.ndarray:
@@ -31,7 +32,8 @@ def _by_logical(entries: list[dict]) -> dict[str, str]:
     return {e.get("logical_name", e["name"]): e["name"] for e in entries}
 
 
-def _run(model, entry: dict, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def run_entry(model, entry: dict, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Run a runtime model with feeds keyed by tensor role; outputs keyed by role (the manifest `entry` maps them)."""
     names_in, names_out = _by_logical(entry["inputs"]), _by_logical(entry["outputs"])
     out = model.run({names_in[k]: v for k, v in feeds.items()})
     return {logical: out[name] for logical, name in names_out.items()}
@@ -54,11 +56,11 @@ def _package_outputs(model, spec: ExportSpec, enc: dict, dec: dict, encoder, dec
                      img: ParityImage) -> dict:
     """The package's outputs on one photo: embedding, every decoder variant on the fixed prompts
     (fed the package's own embedding), and the SAM-signature decoder's masks (ONNX)."""
-    emb = _run(encoder, enc, {"image": img.x.numpy()})["image_embeddings"]
+    emb = run_entry(encoder, enc, {"image": img.x.numpy()})["image_embeddings"]
     variants, prompts = [], 0
     for k, m in decoders.items():
         feeds = parity_prompts(model, spec, k, img.original_size, offset=prompts)
-        variants.append((k, feeds, _run(m, dec, {"image_embeddings": emb.astype(np.float32), **feeds})))
+        variants.append((k, feeds, run_entry(m, dec, {"image_embeddings": emb.astype(np.float32), **feeds})))
         prompts += k
     sam = _sam_onnx_outputs(model, sam_sess, emb, spec, img) if sam_sess is not None else None
     return {"embedding": emb, "variants": variants, "prompts": prompts, "sam": sam}
@@ -141,7 +143,7 @@ def _sam_onnx_feeds(model, spec: ExportSpec, emb: np.ndarray, img: ParityImage) 
     out = []
     for index in range(4):
         f = parity_prompts(model, spec, 1, img.original_size, offset=index)
-        used = f["point_labels"][0] != -2
+        used = f["point_labels"][0] != LABEL.EMPTY_SLOT
         feeds = {"image_embeddings": emb.astype(np.float32), "point_coords": f["point_coords"][:, used],
                  "point_labels": f["point_labels"][:, used],
                  "mask_input": np.zeros((1, 1, spec.low_res_size, spec.low_res_size), np.float32),

@@ -12,6 +12,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from converters.backends import canonical_target
 from converters.package import MANIFEST, check_hashes
 
 
@@ -39,6 +40,7 @@ def read_manifest(path: str | Path) -> dict:
     manifest = json.loads(mpath.read_text())
     if manifest.get("format_version") != 1:
         raise ValueError(f"{mpath}: unsupported format_version {manifest.get('format_version')!r}")
+    canonical_target(str(manifest.get("target")))  # an unknown target is refused with the known ones
     return manifest
 
 

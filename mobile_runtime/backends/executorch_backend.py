@@ -24,7 +24,7 @@ from types import ModuleType
 
 import numpy as np
 
-from . import check_inputs
+from .base import check_inputs
 
 RUNTIME_VERSION = "1.5.1"  # the executorch the packages are exported and checked with
 DEFAULT_METHOD = "forward"

@@ -12,6 +12,7 @@ from PIL import Image
 
 from cli import main
 from converters.api import build_package, convert, load_model
+from converters.options import ConvertOptions
 from converters.package import check_hashes
 from tinysam.defaults import resolve_default_weights
 
@@ -28,13 +29,13 @@ def trained128():
 @pytest.fixture(scope="module")
 def et_fp32(trained128, tmp_path_factory):
     model, info = trained128
-    return build_package(model, info, "executorch", "fp32", tmp_path_factory.mktemp("et32"))
+    return build_package(model, info, "executorch", ConvertOptions(precision="fp32", out_dir=tmp_path_factory.mktemp("et32")))
 
 
 @pytest.fixture(scope="module")
 def et_int8(trained128, tmp_path_factory):
     model, info = trained128
-    return build_package(model, info, "executorch", "int8", tmp_path_factory.mktemp("et8"))
+    return build_package(model, info, "executorch", ConvertOptions(precision="int8", out_dir=tmp_path_factory.mktemp("et8")))
 
 
 def test_fp32_package_passes_parity_and_records_what_the_phone_needs(et_fp32):
@@ -108,9 +109,13 @@ def test_verify_segment_and_everything_on_a_pte_package(et_fp32, tmp_path):
 
 def test_unsupported_precisions_are_refused_in_one_line_before_any_work():
     for precision in ("w8a8", "fp16"):
-        with pytest.raises(ValueError, match=f"--precision {precision} is not supported for executorch.*"
-                                             "executorch supports: fp32, int8, mixed"):
-            convert("tinysam", targets="executorch", precision=precision, out_dir="/nonexistent")
+        with pytest.raises(ValueError, match=f"--precision {precision} is not supported for executorch .*; "
+                                             "executorch supports: fp32, int8, mixed$"):
+            convert("tinysam", ConvertOptions(targets="executorch", precision=precision, out_dir="/nonexistent"))
+    everything = ConvertOptions(targets="all", precision="w8a8")
+    assert "executorch" not in everything.target_list() and "onnx" in everything.target_list()
+    assert "executorch supports: fp32, int8, mixed" in everything.skipped_targets()["executorch"]
+    assert "executorch" in ConvertOptions(targets="all", precision="int8").target_list()
 
 
 @pytest.mark.slow
@@ -118,7 +123,8 @@ def test_mixed_fixed_plan_keeps_its_layers_float(trained128, tmp_path):
     model, info = trained128
     from converters.precision import precision_plan
 
-    res = build_package(model, info, "executorch", "mixed", tmp_path, plan=precision_plan("mixed"))
+    res = build_package(model, info, "executorch", ConvertOptions(precision="mixed", out_dir=tmp_path),
+                        plan=precision_plan("mixed"))
     assert res.parity["passed"]
     models = json.loads((res.path / "manifest.json").read_text())["models"]
     kept = models["encoder"]["int8_layers"]["kept_float"]

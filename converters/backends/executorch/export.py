@@ -6,7 +6,7 @@ ExecuTorch tensors have no names: the manifest names inputs and outputs `input_<
 in call order, each with its `logical_name`.
 
 Precisions: fp32, int8 and mixed (`converters.backends.executorch.quantize`); fp16 and w8a8 are refused
-(`capabilities.UNSUPPORTED_PRECISIONS` says why).
+(`capabilities.REFUSED` says why).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from torch import nn
 
 from converters.backends.executorch import capabilities as caps
 from converters.backends.executorch.quantize import QuantScope, quantized_program
-from converters.onnx_export import decoder_sample
+from converters.examples import decoder_sample
 from converters.spec import ExportSpec
 from converters.wrappers import EncoderWrapper, decoder_module
 
@@ -85,7 +85,7 @@ def executorch_models(spec: ExportSpec, scopes: dict[str, QuantScope]) -> dict:
     models = {
         "encoder": {"file": spec.encoder_file, "signature": caps.ENCODER_METHOD,
                     "inputs": _io(spec.encoder_inputs(), "input"), "outputs": _io(spec.encoder_outputs(), "output")},
-        "decoder": {"file": "decoder.pte", "variants": variants, "packaging": caps.DECODER_PACKAGING,
+        "decoder": {"file": "decoder.pte", "variants": variants, "packaging": "methods of one program",
                     "inputs": _io(spec.decoder_inputs("K"), "input"), "outputs": _io(spec.decoder_outputs("K"), "output")},
     }
     for part, s in scopes.items():
@@ -97,8 +97,9 @@ def export_executorch(model: nn.Module, spec: ExportSpec, out_dir: Path, plan: d
                       progress: Callable[[str], None] | None = None, calibration=None) -> dict:
     """Write encoder.pte and decoder.pte (methods decoder_k1, decoder_k16) into `out_dir`; returns `models`."""
     say = progress or (lambda msg: None)
-    if spec.precision not in caps.PRECISIONS:
-        raise ValueError(f"executorch packages support precisions {', '.join(caps.PRECISIONS)}, not {spec.precision!r}")
+    if spec.precision not in caps.CAPABILITIES.precisions:
+        raise ValueError(f"executorch packages support precisions {', '.join(caps.CAPABILITIES.precisions)}, "
+                         f"not {spec.precision!r}")
     work.mkdir(parents=True, exist_ok=True)
     s = spec.image_size
     quantized = spec.precision in ("int8", "mixed")
