@@ -26,16 +26,20 @@ def trained128():
     return load_model("tinysam", checkpoint, size or 128)
 
 
-@pytest.fixture(scope="module")
-def et_fp32(trained128, tmp_path_factory):
-    model, info = trained128
-    return build_package(model, info, "executorch", ConvertOptions(precision="fp32", out_dir=tmp_path_factory.mktemp("et32")))
+def _convert(precision: str, out) -> object:  # noqa: ANN001 - the public path of `convert --target executorch`
+    (result,) = convert("tinysam", ConvertOptions(targets="executorch", precision=precision, image_size=128,
+                                                  out_dir=out))
+    return result
 
 
 @pytest.fixture(scope="module")
-def et_int8(trained128, tmp_path_factory):
-    model, info = trained128
-    return build_package(model, info, "executorch", ConvertOptions(precision="int8", out_dir=tmp_path_factory.mktemp("et8")))
+def et_fp32(tmp_path_factory):
+    return _convert("fp32", tmp_path_factory.mktemp("et32"))
+
+
+@pytest.fixture(scope="module")
+def et_int8(tmp_path_factory):
+    return _convert("int8", tmp_path_factory.mktemp("et8"))
 
 
 def test_fp32_package_passes_parity_and_records_what_the_phone_needs(et_fp32):
