@@ -95,7 +95,10 @@ def render_readme(manifest: dict) -> str:
     trained = "" if model.get("trained") else (
         "\n> **Untrained weights.** This package was built from a seeded, untrained model to exercise the "
         "pipeline. Its masks are meaningless; rebuild with `--checkpoint` for real use.\n")
-    entry = "function" if dec.get("multifunction") else "method" if manifest["target"] == "executorch" else "signature"
+    methods = str(dec.get("packaging", "")).startswith("methods")  # variants are methods of one program
+    entry = "function" if dec.get("multifunction") else "method" if methods else "signature"
+    names = ("ExecuTorch methods take their inputs by position, named `input_N` / `output_N` here in call order; "
+             if methods else "")
     variants = "\n".join(
         f"- K = {k}: file `{v['file']}`" + (f", {entry} `{v['signature']}`" if v.get("signature") else "")
         for k, v in dec["variants"].items())
@@ -149,8 +152,7 @@ Labels: {", ".join(f"{k} = {v}" for k, v in prompts['labels'].items())}.
 
 {_io_table(dec['outputs'])}
 
-Tensor names are as the runtime sees them (LiteRT signatures use `args_N` / `output_N`; ExecuTorch
-methods take their inputs by position, named `input_N` / `output_N` here in call order; the table
+Tensor names are as the runtime sees them (LiteRT signatures use `args_N` / `output_N`; {names}the table
 gives each one's meaning).
 
 ## 4. Postprocess
