@@ -77,9 +77,16 @@ def run_conversions(model: str, targets: list[str], precisions: list[str], out_d
                     image_size: int | None, checkpoint: str | None, verify: bool, log_dir: Path,
                     timeout_s: float = 3600.0, progress=None, untrained: bool = False) -> dict:  # noqa: ANN001
     """Conversion suite: one subprocess per target and precision, in order."""
+    from converters.backends import get_backend
+
     rows = []
     for target in targets:
+        caps = get_backend(target).capabilities
         for precision in precisions:
+            if precision not in caps.precisions:  # refused by the target itself: no conversion to time
+                rows.append({"target": target, "precision": precision,
+                             "skipped": caps.refused.get(precision, f"{target} does not build {precision}")})
+                continue
             if progress:
                 progress(f"converting {model} -> {target}/{precision}")
             cmd = child_command(model, target, precision, out_dir, image_size, checkpoint, verify, untrained)

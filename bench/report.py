@@ -7,7 +7,7 @@ import platform
 from importlib import metadata
 from pathlib import Path
 
-LIBRARIES = ("torch", "numpy", "onnx", "onnxruntime", "ai-edge-litert", "litert-torch", "coremltools", "matplotlib")
+LIBRARIES = ("torch", "numpy", "onnx", "onnxruntime", "ai-edge-litert", "litert-torch", "coremltools", "executorch", "matplotlib")
 GB = 1e9
 
 
@@ -95,6 +95,8 @@ def evaluate_targets(res: dict, model: str, image_size: int, trained: bool = Tru
             add(f"{r['backend']} mixed 1 - mask IoU vs torch fp32 masks", round(gap, 4), "<= 0.01", gap <= 0.01,
                 "same prompts (first click, box), worst of the two")
     for r in (res.get("conversion") or {}).get("rows", []):
+        if "skipped" in r:  # a precision the target does not build (Capabilities.refused): no target to meet
+            continue
         if "error" in r:
             add(f"convert {r['target']}/{r['precision']}", None, "< 300 s and < 8 GB", False, r["error"][:120])
             continue
@@ -143,7 +145,8 @@ def sizes_md(sizes: dict) -> str:
 
 def conversion_md(conv: dict) -> str:
     """Conversion wall time and peak memory per target and precision."""
-    rows = [[r["target"], r["precision"], f"{r['wall_s']:.1f}", f"{r['max_rss_bytes'] / GB:.2f}",
+    rows = [[r["target"], r["precision"], "-", "-", "-", "not supported: " + r["skipped"][:90]] if "skipped" in r else
+            [r["target"], r["precision"], f"{r['wall_s']:.1f}", f"{r['max_rss_bytes'] / GB:.2f}",
              _f(r.get("convert_s"), "{:.1f}"), r.get("error", "ok")[:100]] for r in conv["rows"]]
     return md_table(["target", "precision", "wall s (subprocess)", "peak RSS GB", "convert() s", "result"], rows)
 

@@ -18,7 +18,7 @@ def _csv(value: str | None) -> tuple[str, ...] | None:
 @click.option("--model", "model_name", default="tinysam", show_default=True, help="Model name.")
 @click.option("--checkpoint", default=None, help="Weights (default: shipped trained weights, else untrained).")
 @click.option("--untrained", is_flag=True, help="Ignore shipped weights: use the seeded untrained model.")
-@click.option("--targets", default=None, help="Comma list of onnx,tflite,coreml (default all).")
+@click.option("--targets", default=None, help="Comma list of onnx,tflite,coreml,executorch (default all).")
 @click.option("--precisions", default=None, help="Comma list of fp32,fp16,int8,mixed,w8a8.")
 @click.option("--threads", type=click.IntRange(1), default=2, show_default=True)
 @click.option("--repeats", type=click.IntRange(1), default=None, help="Timed runs per row (median reported).")

@@ -17,7 +17,7 @@ def _human_size(n: int) -> str:
 @click.option("--model", "model_name", default="tinysam", show_default=True, help="Model name.")
 @click.option("--checkpoint", default=None, help="Weights (default: shipped trained student, else a seeded UNTRAINED model).")
 @click.option("--image-size", type=int, default=None, help="Model input size (default: native).")
-@click.option("--target", default="all", show_default=True, help="coreml,tflite,onnx or all.")
+@click.option("--target", default="all", show_default=True, help="coreml,tflite,onnx,executorch or all.")
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "int8", "mixed", "w8a8"]), default="fp32",
               show_default=True, help="int8: int8 weights, activations quantized at run time "
               "(ONNX Runtime, LiteRT); mixed: int8 weights except the plan's sensitive layers, float compute; "
@@ -134,7 +134,7 @@ def info_cmd(package: str | None, model_name: str | None, image_size: int | None
 @click.option("--checkpoint", default=None, help="Weights (default: shipped trained student, else untrained).")
 @click.option("--image-size", type=int, default=None, help="Model input size (default: the weights' own).")
 @click.option("--image", "image_path", default=None, help="Photo to segment (default: a bundled photo).")
-@click.option("--target", default="all", show_default=True, help="coreml,tflite,onnx or all.")
+@click.option("--target", default="all", show_default=True, help="coreml,tflite,onnx,executorch or all.")
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "int8", "mixed", "w8a8"]), default="fp32",
               show_default=True)
 @click.option("--overwrite", is_flag=True, help="Replace an existing output directory (built first, then swapped in).")

@@ -8,12 +8,16 @@ import re
 import sys
 import threading
 
-# Lines the native libraries (TensorFlow, LiteRT, absl) write straight to file descriptor 2, where
+# Lines the native libraries (TensorFlow, LiteRT, absl, ExecuTorch) write straight to file descriptor 2, where
 # Python's warning and logging filters (converters.logs) never see them.
 NATIVE_NOISE = (
     r"WARNING: All log messages before absl::InitializeLog\(\) is called",
     r"I\d{4} ",  # absl INFO lines, e.g. TensorFlow's oneDNN notice
     r"INFO: (Created TensorFlow Lite|Initialized TensorFlow Lite)",
+    r"\[(cpuinfo_utils|threadpool)\.cpp:\d+\] ",  # ExecuTorch runtime info: CPU probing, thread-pool size
+    # torch/torchao import notices when the ExecuTorch runtime loads (harmless with the pinned set; converters.logs)
+    r"Failed to load .*torchao/_C_(mxfp8|cutlass_90a)",
+    r"W\d{4} .*_pytree\.py:\d+\] <enum 'KernelPreference'>",
 )
 _native_filter: list = []
 

@@ -100,7 +100,8 @@ def build_package(model, model_info: dict, target: str, options: ConvertOptions,
                                            precision)
             reference = package_reference(qmodel, layers)
         else:
-            models = spec.backend.export(model, spec, pkg.dir, plan, pkg.dir.parent / "work", say)
+            extra = {"calibration": calibration} if spec.backend.calibrates else {}
+            models = spec.backend.export(model, spec, pkg.dir, plan, pkg.dir.parent / "work", say, **extra)
         draft = build_manifest(spec, model_info, models, plan.to_dict(), {}, hash_tree(pkg.dir))
         parity: dict = {"skipped": True}
         if options.verify:
@@ -148,6 +149,8 @@ def convert(model_name: str, options: ConvertOptions | None = None,
 
     check_out_path(options.out_dir, (options.checkpoint, calibration))
     say = progress or (lambda msg: None)
+    for target, why in options.skipped_targets().items():
+        say(f"{target}: skipped, {why}")
     from tinysam.defaults import resolve_default_weights
 
     checkpoint, image_size = options.checkpoint, options.image_size

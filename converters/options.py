@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from converters.precision import MIXED_PLANS
-from converters.spec import PRECISIONS, check_choice, parse_targets
+from converters.spec import PRECISIONS, check_choice, check_target_precision, parse_targets
 
 
 @dataclass(frozen=True)
@@ -53,9 +53,30 @@ class ConvertOptions:
         """A measured mixed plan budget was given."""
         return self.max_iou_drop is not None or self.max_size_mb is not None
 
+    @property
+    def all_targets(self) -> bool:
+        """The targets were given as "all"."""
+        items = self.targets.split(",") if isinstance(self.targets, str) else list(self.targets)
+        return "all" in [str(t).strip().lower() for t in items]
+
+    def skipped_targets(self) -> dict[str, str]:
+        """Under "all": target -> why it is left out (it does not build the precision)."""
+        out = {}
+        for t in parse_targets(self.targets) if self.all_targets else []:
+            try:
+                check_target_precision(t, self.precision)
+            except ValueError as exc:
+                out[t] = str(exc)
+        return out
+
     def target_list(self) -> list[str]:
-        """The targets, resolved and de-duplicated (unknown names refused with the known ones)."""
-        return parse_targets(self.targets)
+        """The targets, resolved and de-duplicated (unknown names refused with the known ones); "all"
+        means every target that builds the precision, a named target that does not is refused."""
+        skipped = self.skipped_targets()
+        targets = [t for t in parse_targets(self.targets) if t not in skipped]
+        for t in targets:
+            check_target_precision(t, self.precision)
+        return targets
 
     def check(self) -> ConvertOptions:
         """Refuse inconsistent options with a one-line ValueError; returns self."""

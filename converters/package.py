@@ -72,7 +72,7 @@ def tool_versions() -> dict[str, str]:
 
     out = {}
     for name in ("torch", "numpy", "onnx", "onnxruntime", "litert-torch", "ai-edge-litert",
-                 "ai-edge-quantizer", "coremltools"):
+                 "ai-edge-quantizer", "coremltools", "executorch"):
         try:
             out[name] = version(name)
         except PackageNotFoundError:
@@ -89,12 +89,15 @@ def build_manifest(spec: ExportSpec, model_info: dict, models: dict, precision_p
             m["sha256"] = entry_sha256(files, m["file"])
         for v in m.get("variants", {}).values():
             v["sha256"] = entry_sha256(files, v["file"])
+    runtime = dict(spec.backend.capabilities.runtime_requirements)
+    needs = {"runtime_requirements": runtime} if runtime else {}
     return {
         "format_version": FORMAT_VERSION,
         "model": model_info,
         "target": spec.target,
         "precision": spec.precision,
         "min_os": MIN_OS[spec.target],
+        **needs,
         "preprocess": spec.preprocess_dict(),
         "postprocess": spec.postprocess_dict(),
         "prompts": spec.prompts_dict(),

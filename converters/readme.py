@@ -68,6 +68,14 @@ def _multifunction_text(dec: dict) -> str:
             f"`coremltools.models.MLModel(path, function_name=...)`.\n")
 
 
+def _runtime_text(manifest: dict) -> str:
+    """What the phone needs beyond the minimum OS (ExecuTorch: runtime release, delegate, how to call)."""
+    needs = manifest.get("runtime_requirements")
+    if not needs:
+        return ""
+    return "\n## What the app needs\n" + "\n".join(f"- {k}: {v}" for k, v in needs.items()) + "\n"
+
+
 def _w8a8_text(manifest: dict) -> str:
     """The W8A8 section: what is int8, what stays float, where the scales are."""
     plan = manifest.get("precision_plan", {})
@@ -87,7 +95,10 @@ def render_readme(manifest: dict) -> str:
     trained = "" if model.get("trained") else (
         "\n> **Untrained weights.** This package was built from a seeded, untrained model to exercise the "
         "pipeline. Its masks are meaningless; rebuild with `--checkpoint` for real use.\n")
-    entry = "function" if dec.get("multifunction") else "signature"
+    methods = str(dec.get("packaging", "")).startswith("methods")  # variants are methods of one program
+    entry = "function" if dec.get("multifunction") else "method" if methods else "signature"
+    names = ("ExecuTorch methods take their inputs by position, named `input_N` / `output_N` here in call order; "
+             if methods else "")
     variants = "\n".join(
         f"- K = {k}: file `{v['file']}`" + (f", {entry} `{v['signature']}`" if v.get("signature") else "")
         for k, v in dec["variants"].items())
@@ -107,6 +118,7 @@ def render_readme(manifest: dict) -> str:
                   f"store their weights once, in `{shared['file']}` (ONNX external data: every graph points at the "
                   "same offsets). Keep it in the same directory as the graphs; ONNX Runtime loads it by itself.\n")
     extra += _multifunction_text(dec)
+    extra += _runtime_text(manifest)
     extra += _w8a8_text(manifest)
     fq = parity.get("fake_quant")
     if fq:
@@ -140,7 +152,7 @@ Labels: {", ".join(f"{k} = {v}" for k, v in prompts['labels'].items())}.
 
 {_io_table(dec['outputs'])}
 
-Tensor names are as the runtime sees them (LiteRT signatures use `args_N` / `output_N`; the table
+Tensor names are as the runtime sees them (LiteRT signatures use `args_N` / `output_N`; {names}the table
 gives each one's meaning).
 
 ## 4. Postprocess

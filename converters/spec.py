@@ -68,6 +68,15 @@ def check_choice(kind: str, value: str, choices: tuple[str, ...]) -> str:
     return value
 
 
+def check_target_precision(target: str, precision: str) -> None:
+    """Refuse a precision `target` does not build, in one line with its reason and the ones it builds."""
+    caps = get_backend(target).capabilities
+    if precision not in caps.precisions:
+        why = caps.refused.get(precision)
+        raise ValueError(f"--precision {precision} is not supported for {target}" + (f" ({why})" if why else "")
+                         + f"; {target} supports: {', '.join(caps.precisions)}")
+
+
 def parse_targets(text: str | list[str] | tuple[str, ...]) -> list[str]:
     """'coreml,tflite' / 'all' / ['onnx'] -> ordered, de-duplicated list of targets."""
     items = text.split(",") if isinstance(text, str) else list(text)
@@ -94,7 +103,7 @@ class ExportSpec:
     def __post_init__(self) -> None:
         object.__setattr__(self, "target", canonical_target(self.target))
         check_choice("precision", self.precision, PRECISIONS)
-        check_choice(f"precision for {self.target}", self.precision, self.backend.capabilities.precisions)
+        check_target_precision(self.target, self.precision)
 
     @property
     def backend(self):  # noqa: ANN201 - converters.backends.base.Backend

@@ -66,6 +66,8 @@ class Capabilities:
     fake_quant_thresholds: Mapping[str, float] = field(default_factory=dict)  # w8a8 gate vs the fake-quant model
     w8a8: W8A8Support = field(default_factory=W8A8Support)
     extra_model_files: tuple[str, ...] = ()   # model files beyond encoder + decoder variants
+    refused: Mapping[str, str] = field(default_factory=dict)  # precision it does not build -> why (one line)
+    runtime_requirements: Mapping[str, str] = field(default_factory=dict)  # what the app links (manifest)
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,8 @@ class Backend:
     - `runtime_kind`: the `mobile_runtime.backends` kind that opens its files.
     - `kind_ops`: plan rule kind ("normalization", "softmax") -> the format's op types it keeps float.
     - `applied`: the per-precision "what the files hold" tables.
+    - `calibrates`: `export` also takes `calibration=` (the `--calibration` directory, None = the bundled
+      photos), for formats whose int8 files hold activation ranges calibrated on images.
     """
 
     name: str
@@ -105,6 +109,7 @@ class Backend:
     applied: AppliedTables
     export_w8a8: ExportW8A8Fn | None = None
     kind_ops: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    calibrates: bool = False
 
     def decoder_variants(self, ks: tuple[int, ...]) -> dict[int, dict[str, str | None]]:
         """K -> {"file", "signature"} for the decoder variants, from `capabilities.decoder_packaging`."""

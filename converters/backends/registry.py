@@ -14,6 +14,7 @@ BACKENDS: dict[str, str] = {
     "onnx": "converters.backends.onnx",
     "tflite": "converters.backends.litert",
     "coreml": "converters.backends.coreml",
+    "executorch": "converters.backends.executorch",
 }
 # Other names accepted for a target (the package and CLI spelling stays the key of BACKENDS).
 ALIASES: dict[str, str] = {"litert": "tflite"}

@@ -15,6 +15,7 @@ RUNTIMES: dict[str, tuple[str, str]] = {
     "onnx": ("mobile_runtime.backends.onnx_backend", "open_onnx"),
     "tflite": ("mobile_runtime.backends.litert_backend", "open_litert"),
     "coreml": ("mobile_runtime.backends.coreml_backend", "open_coreml"),
+    "executorch": ("mobile_runtime.backends.executorch_backend", "open_executorch"),
 }
 ALIASES: dict[str, str] = {"litert": "tflite"}  # other spellings of a kind
 

@@ -1,4 +1,5 @@
-"""The runtime loads and runs a package in a fresh interpreter without importing torch or tinysam."""
+"""The runtime loads and runs a package in a fresh interpreter without importing torch, tinysam or executorch
+(whose runtime links torch: it is imported only when a .pte package is opened)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ m, iou, low = s.predict(points=[[30.0, 40.0]], labels=[1])
 recs = mobile_runtime.EverythingGenerator(s, mode="hierarchical", points_per_side=8,
                                           pred_iou_thresh=0.0, stability_score_thresh=0.0).generate(img)
 print(json.dumps({"shape": list(m.shape), "records": len(recs),
-                  "modules": sorted(k for k in sys.modules if k.split(".")[0] in ("torch", "tinysam", "converters"))}))
+                  "modules": sorted(k for k in sys.modules
+                              if k.split(".")[0] in ("torch", "tinysam", "converters", "executorch"))}))
 """
 
 
