@@ -10,6 +10,11 @@
    and metrics, and write everything to ``bench/results/distill_story.json``.
 
 Usage: ``.venv/bin/python bench/distill_story.py [--image-size 256] [--teacher-steps 300] ...``
+
+``--teacher-init`` starts the teacher from trained weights of the same architecture (e.g. the shipped
+128 px model, to continue the story at 256 px within a CPU budget); ``--warmup-steps 0`` then skips
+the shape warm-up. ``--variants kd_hard`` trains only the student with hard prompts + hard mask
+weighting.
 """
 
 from __future__ import annotations
@@ -34,7 +39,11 @@ def _args() -> argparse.Namespace:
     p.add_argument("--teacher", default="mobilesam")
     p.add_argument("--teacher-steps", type=int, default=3000)
     p.add_argument("--student-steps", type=int, default=1000)
-    p.add_argument("--images-per-step", type=int, default=2)
+    p.add_argument("--batch-size", type=int, default=2, help="images per forward pass (and per step)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    p.add_argument("--teacher-init", default=None, help="initial teacher weights (skip the warm-up with --warmup-steps 0)")
+    p.add_argument("--variants", default="kd_hard,kd_plain", help="students to distill (kd_hard, kd_plain)")
     p.add_argument("--warmup-steps", type=int, default=600, help="teacher decoder warm-up on random shapes")
     p.add_argument("--focal-weight", type=float, default=1.0,
                    help="focal:dice weight (SAM uses 20; 1 leaves the all-background plateau sooner at this scale)")
@@ -50,10 +59,29 @@ def _args() -> argparse.Namespace:
     return p.parse_args()
 
 
+def _hardware() -> str:
+    """CPU model, core count, threads and torch version of this run."""
+    import os
+    import platform
+
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (f"{cpu}, {os.cpu_count()} cores, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, "
+            f"torch {torch.__version__} ({'CUDA ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'CPU'})")
+
+
 def main() -> dict:
     """Run the story and return the results dict."""
     args = _args()
-    import torch
+    from safetensors.torch import load_file
 
     from calibration_data.minisa import generate_minisa
     from tinysam import build_sam
@@ -63,6 +91,7 @@ def main() -> dict:
 
     work = Path(args.work)
     shutil.rmtree(work, ignore_errors=True)
+    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     t0 = time.time()
     timings: dict[str, float] = {}
     # mini-SA image k depends on (seed, k) only, not on the split name: the held-out split needs its
@@ -75,7 +104,7 @@ def main() -> dict:
     timings["data"] = time.time() - t0
     common = dict(data=str(train_dir), image_size=args.image_size, prompts_per_image=args.prompts, lr=args.lr,
                   decoder_lr=args.decoder_lr, seed=args.seed, checkpoint_every=100, focal_weight=args.focal_weight,
-                  images_per_step=args.images_per_step, log_every=10, min_mask_pixels=args.min_mask_pixels,
+                  batch_size=args.batch_size, device=args.device, precision=args.precision, log_every=10, min_mask_pixels=args.min_mask_pixels,
                   lr_schedule=args.lr_schedule,
                   cache_dir=str(work / "teacher_cache"))
 
@@ -86,19 +115,26 @@ def main() -> dict:
         train(TrainConfig(out=str(work / name), steps=steps, freeze_batchnorm=True, bn_calibration_images=32,
                           **{**common, **kw}))
         timings[name] = time.time() - t
-        return work / name / "student.pt"
+        return work / name / "student.safetensors"
 
     # A fresh SAM decoder on TinyViT features learns one generic "object" mask and ignores the prompt;
     # the warm-up on random shapes first teaches it to put the mask where the prompt is.
-    warm = run("teacher_warmup", args.warmup_steps, stage="warmup", student=args.teacher, teacher_checkpoint=None,
-               hard_prompts=False, prompts_per_image=32, lr_schedule="constant")
+    warm = args.teacher_init
+    if args.warmup_steps > 0:
+        warm = run("teacher_warmup", args.warmup_steps, stage="warmup", student=args.teacher, teacher_checkpoint=None,
+                   student_checkpoint=args.teacher_init, hard_prompts=False, prompts_per_image=32,
+                   lr_schedule="constant")
     # hard prompts for the teacher too: the students' multi-click prompts get the teacher's answers as targets
     teacher_ckpt = run("teacher", args.teacher_steps, stage="gt", student=args.teacher, teacher_checkpoint=None,
-                       student_checkpoint=str(warm), hard_prompts=True)
-    variants = {
+                       student_checkpoint=None if warm is None else str(warm), hard_prompts=True)
+    known = {
         "kd_hard": dict(hard_prompts=True, hard_mask_weighting=True),
         "kd_plain": dict(hard_prompts=False, hard_mask_weighting=False),
     }
+    unknown = sorted(set(args.variants.split(",")) - set(known))
+    if unknown:
+        raise SystemExit(f"unknown variants {unknown}; known: {', '.join(known)}")
+    variants = {name: known[name] for name in args.variants.split(",")}
     checkpoints = {name: run(name, args.student_steps, stage="kd", teacher=args.teacher,
                              teacher_checkpoint=str(teacher_ckpt), student="tinysam", **kw)
                    for name, kw in variants.items()}
@@ -124,12 +160,16 @@ def main() -> dict:
         problems.append(f"box mIoU {r_best['box']:.3f} does not beat the untrained {r_untrained['box']:.3f} by 0.1")
     weights = ROOT / "tinysam" / "weights" / f"tinysam_minisa_{size}.safetensors"
     if not problems:
-        state = torch.load(checkpoints[best], map_location="cpu")
+        state = load_file(str(checkpoints[best]))
         export_fp16(state, weights, {
             "model": "tinysam",
             "image_size": size,
             "command": " ".join([sys.executable, *sys.argv]),
             "seed": args.seed,
+            "hardware": _hardware(),
+            "started_utc": started,
+            "minutes": round(timings["total"] / 60, 1),
+            "teacher_init": args.teacher_init,
             "steps": {"teacher_warmup": args.warmup_steps, "teacher": args.teacher_steps,
                       "student": args.student_steps},
             "data": f"mini-SA {args.train_images} train (seed {args.seed}), {args.heldout_images} val "
@@ -146,7 +186,8 @@ def main() -> dict:
            "args": vars(args)}
     res_dir = ROOT / "bench" / "results"
     res_dir.mkdir(parents=True, exist_ok=True)
-    (res_dir / "distill_story.json").write_text(json.dumps(out, indent=2))
+    name = "distill_story.json" if size == 128 else f"distill_story_{size}.json"
+    (res_dir / name).write_text(json.dumps(out, indent=2))
     for name, r in results.items():
         print(f"{name:18s} 1pt {r['1pt']:.3f}  3pt {r['3pt']:.3f}  box {r['box']:.3f}  "
               f"box cross-IoU {r['box_cross_iou']:.3f}  ({r['masks']} masks)")
