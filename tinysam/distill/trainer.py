@@ -45,16 +45,17 @@ def _dist_info() -> tuple[int, int]:
 
 
 def _init_distributed(device: torch.device) -> bool:
-    """Join the torchrun process group if WORLD_SIZE > 1 (nccl for CUDA, gloo for CPU tensors);
-    returns True if this call created it."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
+    """Join the torchrun process group (nccl for CUDA, gloo for CPU tensors) when started by torchrun
+    (WORLD_SIZE set, even to 1: a one-GPU torchrun still runs the nccl all-reduce); returns True if
+    this call created it."""
+    if "WORLD_SIZE" not in os.environ or dist.is_initialized():
         return False
     dist.init_process_group(backend=backend_for(device), device_id=device if device.type == "cuda" else None)
     return True
 
 
 def _barrier() -> None:
-    if _dist_info()[1] > 1:
+    if dist.is_available() and dist.is_initialized():
         dist.barrier()
 
 
@@ -214,7 +215,7 @@ def _train(cfg: TrainConfig, resume: bool, rank: int, world: int, device: torch.
             for k, v in parts.items():
                 sums[k] = sums.get(k, 0.0) + float((v.detach() * ok).sum())
         with timer.phase("optimizer"):
-            if world > 1:
+            if dist.is_initialized():
                 _all_reduce_grads(params, world)
                 _average_buffers(student, world)
             for group, base in zip(opt.param_groups, base_lrs):
@@ -246,6 +247,7 @@ def _train(cfg: TrainConfig, resume: bool, rank: int, world: int, device: torch.
     _barrier()
     last["weights_sha256"] = weights_digest(student)
     last["rank"], last["world"] = rank, world
+    last["backend"] = dist.get_backend() if dist.is_initialized() else None
     last["throughput"] = summary
     return last
 
