@@ -97,7 +97,9 @@ def _average_buffers(model: nn.Module, world: int) -> None:
 
 
 def _check_resumable(saved: dict, cfg: TrainConfig) -> None:
-    ignore = {"steps", "progress", "checkpoint_every", "log_every", "num_workers", "prefetch_factor"}
+    # how the run is executed may change (a CPU run may continue on a GPU); what it computes may not
+    ignore = {"steps", "progress", "checkpoint_every", "log_every", "num_workers", "prefetch_factor", "device",
+              "compile", "cache_batch_size"}
     for key, value in cfg.to_dict().items():
         if key not in ignore and saved.get(key) != value:
             raise ValueError(f"cannot resume: {key} was {saved.get(key)!r}, now {value!r}")
