@@ -14,7 +14,9 @@ Usage: ``.venv/bin/python bench/distill_story.py [--image-size 256] [--teacher-s
 ``--teacher-init`` starts the teacher from trained weights of the same architecture (e.g. the shipped
 128 px model, to continue the story at 256 px within a CPU budget); ``--warmup-steps 0`` then skips
 the shape warm-up. ``--variants kd_hard`` trains only the student with hard prompts + hard mask
-weighting.
+weighting. ``--teacher-checkpoint`` reuses a teacher trained earlier (its run's config is recorded)
+and ``--student-init`` starts the students from trained weights (then also evaluated at this size
+as the baseline ``student_init``).
 """
 
 from __future__ import annotations
@@ -44,6 +46,10 @@ def _args() -> argparse.Namespace:
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
     p.add_argument("--teacher-init", default=None, help="initial teacher weights (skip the warm-up with --warmup-steps 0)")
     p.add_argument("--variants", default="kd_hard,kd_plain", help="students to distill (kd_hard, kd_plain)")
+    p.add_argument("--teacher-checkpoint", default=None,
+                   help="a teacher trained earlier (e.g. by this script, stopped after its teacher phase): skip the "
+                        "warm-up and teacher training; its run folder's config.json is recorded when present")
+    p.add_argument("--student-init", default=None, help="initial student weights for the distillation runs")
     p.add_argument("--warmup-steps", type=int, default=600, help="teacher decoder warm-up on random shapes")
     p.add_argument("--focal-weight", type=float, default=1.0,
                    help="focal:dice weight (SAM uses 20; 1 leaves the all-background plateau sooner at this scale)")
@@ -117,16 +123,27 @@ def main() -> dict:
         timings[name] = time.time() - t
         return work / name / "student.safetensors"
 
-    # A fresh SAM decoder on TinyViT features learns one generic "object" mask and ignores the prompt;
-    # the warm-up on random shapes first teaches it to put the mask where the prompt is.
-    warm = args.teacher_init
-    if args.warmup_steps > 0:
-        warm = run("teacher_warmup", args.warmup_steps, stage="warmup", student=args.teacher, teacher_checkpoint=None,
-                   student_checkpoint=args.teacher_init, hard_prompts=False, prompts_per_image=32,
-                   lr_schedule="constant")
-    # hard prompts for the teacher too: the students' multi-click prompts get the teacher's answers as targets
-    teacher_ckpt = run("teacher", args.teacher_steps, stage="gt", student=args.teacher, teacher_checkpoint=None,
-                       student_checkpoint=None if warm is None else str(warm), hard_prompts=True)
+    teacher_record = None
+    if args.teacher_checkpoint:
+        teacher_ckpt = Path(args.teacher_checkpoint)
+        run_dir = teacher_ckpt.parent
+        if (run_dir / "config.json").is_file():
+            teacher_record = {"config": json.loads((run_dir / "config.json").read_text())}
+            if (run_dir / "throughput.json").is_file():
+                teacher_record["throughput"] = json.loads((run_dir / "throughput.json").read_text())
+            if (run_dir / "metrics.jsonl").is_file():
+                teacher_record["last_metrics"] = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])
+    else:
+        # A fresh SAM decoder on TinyViT features learns one generic "object" mask and ignores the prompt;
+        # the warm-up on random shapes first teaches it to put the mask where the prompt is.
+        warm = args.teacher_init
+        if args.warmup_steps > 0:
+            warm = run("teacher_warmup", args.warmup_steps, stage="warmup", student=args.teacher,
+                       teacher_checkpoint=None, student_checkpoint=args.teacher_init, hard_prompts=False,
+                       prompts_per_image=32, lr_schedule="constant")
+        # hard prompts for the teacher too: the students' multi-click prompts get the teacher's answers as targets
+        teacher_ckpt = run("teacher", args.teacher_steps, stage="gt", student=args.teacher, teacher_checkpoint=None,
+                           student_checkpoint=None if warm is None else str(warm), hard_prompts=True)
     known = {
         "kd_hard": dict(hard_prompts=True, hard_mask_weighting=True),
         "kd_plain": dict(hard_prompts=False, hard_mask_weighting=False),
@@ -136,7 +153,8 @@ def main() -> dict:
         raise SystemExit(f"unknown variants {unknown}; known: {', '.join(known)}")
     variants = {name: known[name] for name in args.variants.split(",")}
     checkpoints = {name: run(name, args.student_steps, stage="kd", teacher=args.teacher,
-                             teacher_checkpoint=str(teacher_ckpt), student="tinysam", **kw)
+                             teacher_checkpoint=str(teacher_ckpt), student="tinysam",
+                             student_checkpoint=args.student_init, **kw)
                    for name, kw in variants.items()}
 
     t = time.time()
@@ -145,6 +163,9 @@ def main() -> dict:
         "teacher": evaluate(build_sam(args.teacher, teacher_ckpt, image_size=size), held_dir, args.eval_images),
         "untrained_student": evaluate(build_sam("tinysam", image_size=size, seed=args.seed), held_dir, args.eval_images),
     }
+    if args.student_init:
+        results["student_init"] = evaluate(build_sam("tinysam", args.student_init, image_size=size), held_dir,
+                                           args.eval_images)
     for name in variants:
         results[name] = evaluate(build_sam("tinysam", checkpoints[name], image_size=size), held_dir,
                                  args.eval_images)
@@ -170,12 +191,16 @@ def main() -> dict:
             "started_utc": started,
             "minutes": round(timings["total"] / 60, 1),
             "teacher_init": args.teacher_init,
+            "teacher_checkpoint": args.teacher_checkpoint,
+            "teacher_training": teacher_record,
+            "student_init": args.student_init,
             "steps": {"teacher_warmup": args.warmup_steps, "teacher": args.teacher_steps,
                       "student": args.student_steps},
             "data": f"mini-SA {args.train_images} train (seed {args.seed}), {args.heldout_images} val "
                     f"(seed {args.seed + 1000}), {size}x{size}",
             "variant": best,
-            "metrics": {"heldout": r_best, "untrained": r_untrained, "teacher": results["teacher"]},
+            "metrics": {"heldout": r_best, "untrained": r_untrained, "teacher": results["teacher"],
+                        **({"student_init": results["student_init"]} if "student_init" in results else {})},
             # its IoU head predicts about 0.3-0.5 for its real masks, so SAM's 0.88 / 0.95 keep nothing;
             # at these about a dozen masks per 128 px scene pass (tests/mobile_runtime/test_rt_everything_trained.py)
             "everything_filters": {"pred_iou_thresh": 0.4, "stability_score_thresh": 0.8},
