@@ -50,6 +50,8 @@ def _args() -> argparse.Namespace:
                    help="a teacher trained earlier (e.g. by this script, stopped after its teacher phase): skip the "
                         "warm-up and teacher training; its run folder's config.json is recorded when present")
     p.add_argument("--student-init", default=None, help="initial student weights for the distillation runs")
+    p.add_argument("--keep-data", action="store_true",
+                   help="reuse the mini-SA splits already in --work (same seeds and sizes give the same scenes)")
     p.add_argument("--warmup-steps", type=int, default=600, help="teacher decoder warm-up on random shapes")
     p.add_argument("--focal-weight", type=float, default=1.0,
                    help="focal:dice weight (SAM uses 20; 1 leaves the all-background plateau sooner at this scale)")
@@ -96,16 +98,25 @@ def main() -> dict:
     from tinysam.distill.export import export_fp16
 
     work = Path(args.work)
-    shutil.rmtree(work, ignore_errors=True)
+    if args.keep_data and (work / "minisa").is_dir():
+        for child in work.iterdir():
+            if child.name != "minisa":
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
+    else:
+        shutil.rmtree(work, ignore_errors=True)
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     t0 = time.time()
     timings: dict[str, float] = {}
     # mini-SA image k depends on (seed, k) only, not on the split name: the held-out split needs its
     # own seed, or it is a copy of the training images (check_disjoint refuses that).
-    train_dir = generate_minisa(work / "minisa", args.train_images, image_size=args.image_size, seed=args.seed,
-                                split="train")
-    held_dir = generate_minisa(work / "minisa", args.heldout_images, image_size=args.image_size,
-                               seed=args.seed + 1000, split="val")
+    def split(name: str, n: int, seed: int) -> Path:
+        path = work / "minisa" / name
+        if args.keep_data and path.is_dir():
+            return path
+        return generate_minisa(work / "minisa", n, image_size=args.image_size, seed=seed, split=name)
+
+    train_dir = split("train", args.train_images, args.seed)
+    held_dir = split("val", args.heldout_images, args.seed + 1000)
     check_disjoint(train_dir, held_dir)
     timings["data"] = time.time() - t0
     common = dict(data=str(train_dir), image_size=args.image_size, prompts_per_image=args.prompts, lr=args.lr,
