@@ -53,6 +53,7 @@ def main() -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--scenes", type=int, default=10)
     p.add_argument("--points-per-side", type=int, default=32)
+    p.add_argument("--sizes", default=None, help="comma list of input sizes to measure (default: every shipped one)")
     p.add_argument("--work", default=str(ROOT / "bench" / "work" / "everything_filters"))
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "everything_filters.json"))
     args = p.parse_args()
@@ -66,8 +67,11 @@ def main() -> dict:
 
     torch.set_grad_enabled(False)
     rows = []
+    sizes = {int(v) for v in args.sizes.split(",")} if args.sizes else None
     for weights in all_default_weights("tinysam"):
         size = weights.image_size
+        if sizes is not None and size not in sizes:
+            continue
         split = generate_minisa(Path(args.work) / f"minisa{size}", args.scenes, image_size=size, seed=1000,
                                 split="val", overwrite=True, progress=False)
         scenes = [(load_image(r.image_path), [a.mask() for a in read_annotations(r)[1]]) for r in list_records(split)]
@@ -84,6 +88,9 @@ def main() -> dict:
               f"recorded {relaxed} {row['recorded_filters']['mean_masks_per_scene']:.1f} masks/scene "
               f"({row['objects_per_scene']:.1f} objects/scene)", flush=True)
     result = {"rows": rows, "note": "held-out mini-SA scenes (seed 1000, split val) at each model's input size"}
+    previous = json.loads(Path(args.out).read_text()).get("rows", []) if Path(args.out).is_file() else []
+    done = {r["weights"] for r in rows}
+    result["rows"] = [r for r in previous if r["weights"] not in done] + rows
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     return result
