@@ -207,6 +207,11 @@ def render_markdown(res: dict, title: str, image_prefix: str) -> str:
         ev = res["everything"]
         body = f"Not run: {ev['skipped']}" if "skipped" in ev else everything_md(ev)
         parts += ["## Everything mode", "", body, ""]
+    from bench.train_report import training_md
+
+    train = training_md()
+    if train:
+        parts += ["## Training throughput (distillation trainer)", "", train, ""]
     for plot in meta.get("plots", []):
         parts += [f"![{Path(plot).stem}]({image_prefix}{Path(plot).name})", ""]
     return "\n".join(parts).rstrip() + "\n"

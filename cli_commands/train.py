@@ -36,14 +36,27 @@ def minisa_cmd(out_dir: str, images: int, size: int, seed: int, split: str, over
 @click.option("--student", default="tinysam", show_default=True, help="Student model name.")
 @click.option("--student-checkpoint", default=None, help="Initial student weights (e.g. after --stage sami).")
 @click.option("--data", required=True, help="SA-1B-format directory (image + JSON with RLE masks).")
-@click.option("--out", required=True, help="Run directory (config, metrics.jsonl, last.pt, student.pt).")
+@click.option("--out", required=True,
+              help="Run directory (config.json, metrics.jsonl, resume.json + state, throughput.json, student.safetensors).")
 @click.option("--steps", type=int, default=1000, show_default=True)
 @click.option("--image-size", type=int, default=None, help="Input size for teacher and student (default native).")
 @click.option("--stage", type=click.Choice(["kd", "gt", "sami", "warmup"]), default="kd", show_default=True,
               help="kd: TinySAM distillation; gt: ground-truth losses only; sami: masked image pretraining; "
                    "warmup: a fresh decoder learns to follow prompts on random shapes (encoder frozen).")
 @click.option("--prompts-per-image", type=int, default=64, show_default=True)
-@click.option("--images-per-step", type=int, default=1, show_default=True, help="Per process.")
+@click.option("--batch-size", type=int, default=1, show_default=True, help="Images per forward pass (per process).")
+@click.option("--grad-accum", type=int, default=1, show_default=True,
+              help="Forward passes per optimizer step (effective batch = batch size x grad accum x processes).")
+@click.option("--device", default="auto", show_default=True, help="auto (CUDA when present), cpu, cuda or cuda:N.")
+@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True,
+              help="Autocast dtype of the forward passes (losses and optimizer stay fp32; fp16 uses a grad scaler).")
+@click.option("--num-workers", type=int, default=0, show_default=True, help="DataLoader worker processes.")
+@click.option("--prefetch-factor", type=int, default=2, show_default=True, help="Batches prefetched per worker.")
+@click.option("--teacher-online", is_flag=True, help="Compute teacher embeddings in the loop (no disk cache).")
+@click.option("--cache-batch-size", type=int, default=8, show_default=True,
+              help="Images per teacher forward pass when filling the embedding cache.")
+@click.option("--compile", is_flag=True, help="torch.compile the image encoders and mask decoders.")
+@click.option("--fixed-shapes", is_flag=True, help="Pad every image to --prompts-per-image prompts (static shapes).")
 @click.option("--lr", type=float, default=1e-4, show_default=True)
 @click.option("--decoder-lr", type=float, default=None, help="Prompt encoder + mask decoder learning rate (default --lr).")
 @click.option("--lr-schedule", type=click.Choice(["constant", "cosine"]), default="constant", show_default=True,
@@ -63,7 +76,8 @@ def minisa_cmd(out_dir: str, images: int, size: int, seed: int, split: str, over
 @click.option("--fixed-encoder", is_flag=True, help="Train the prompt encoder and mask decoder only.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out exactly where it stopped.")
 def distill_cmd(**kw) -> None:
-    """Train a student: TinySAM distillation, SAMI pretraining or GT training (torchrun for several processes)."""
+    """Train a student: TinySAM distillation, SAMI pretraining or GT training (torchrun for several processes:
+    nccl with one GPU per rank, gloo on CPUs)."""
     from tinysam.distill import TrainConfig, train
 
     resume = kw.pop("resume")

@@ -4,6 +4,10 @@ A checkpoint there (`.pt`/`.pth`/`.safetensors`) serves a model when its sidecar
 names it (`{"model": "tinysam", "image_size": 256, ...}`), or, without a sidecar, when the file
 stem starts with the model name. Without one, callers build a seeded random model and say that it
 is untrained.
+
+Several checkpoints may serve one model at different input sizes (a 128 px default for fast runs, a
+256 px one): without a requested size the first one by file name is the default; a requested
+`image_size` picks the checkpoint trained at that size when there is one.
 """
 
 from __future__ import annotations
@@ -28,11 +32,24 @@ class DefaultWeights:
     meta: dict
 
 
-def find_default_weights(model: str, weights_dir: str | Path | None = None) -> DefaultWeights | None:
-    """The first checkpoint in `weights_dir` (default `tinysam/weights`) made for `model`, or None."""
+def find_default_weights(model: str, weights_dir: str | Path | None = None,
+                         image_size: int | None = None) -> DefaultWeights | None:
+    """The checkpoint in `weights_dir` (default `tinysam/weights`) made for `model` and trained at
+    `image_size` if one is, else the first one made for `model` (by file name), or None."""
+    found = all_default_weights(model, weights_dir)
+    if image_size is not None:
+        same = [w for w in found if w.image_size == image_size]
+        if same:
+            return same[0]
+    return found[0] if found else None
+
+
+def all_default_weights(model: str, weights_dir: str | Path | None = None) -> list[DefaultWeights]:
+    """Every checkpoint in `weights_dir` made for `model`, sorted by file name."""
     root = Path(weights_dir) if weights_dir is not None else WEIGHTS_DIR
     if not root.is_dir():
-        return None
+        return []
+    found = []
     for path in sorted(p for p in root.iterdir() if p.suffix in WEIGHT_SUFFIXES and p.is_file()):
         sidecar = path.with_suffix(".json")
         meta: dict[str, Any] = {}
@@ -44,19 +61,20 @@ def find_default_weights(model: str, weights_dir: str | Path | None = None) -> D
         name = meta.get("model") or meta.get("student")
         if (name == model) or (name is None and path.stem.startswith(model)):
             size = meta.get("image_size")
-            return DefaultWeights(path, model, int(size) if size else None, meta)
-    return None
+            found.append(DefaultWeights(path, model, int(size) if size else None, meta))
+    return found
 
 
 def resolve_default_weights(model: str, checkpoint: str | Path | None, image_size: int | None,
                             weights_dir: str | Path | None = None) -> tuple[Path | None, int | None, bool]:
     """(checkpoint, image_size, trained): the given checkpoint, else shipped weights, else none.
 
-    A shipped checkpoint brings its own input size unless `image_size` is given.
+    A shipped checkpoint brings its own input size unless `image_size` is given; a given size picks
+    the shipped checkpoint trained at it when there is one.
     """
     if checkpoint is not None:
         return Path(checkpoint), image_size, True
-    found = find_default_weights(model, weights_dir)
+    found = find_default_weights(model, weights_dir, image_size)
     if found is None:
         return None, image_size, False
     return found.path, image_size or found.image_size, True

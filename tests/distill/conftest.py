@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 from pycocotools import mask as mask_utils
 
@@ -58,9 +57,12 @@ def sa1b_heldout(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def teacher_ckpt(tmp_path_factory) -> Path:
-    """A randomly initialized mobilesam at 128, saved as a checkpoint file."""
+    """A randomly initialized mobilesam at 128, saved as a safetensors checkpoint."""
+    from safetensors.torch import save_file
+
     from tinysam import build_sam
 
-    path = tmp_path_factory.mktemp("teacher") / "teacher.pt"
-    torch.save(build_sam("mobilesam", image_size=SIZE, seed=3).state_dict(), path)
+    path = tmp_path_factory.mktemp("teacher") / "teacher.safetensors"
+    state = build_sam("mobilesam", image_size=SIZE, seed=3).state_dict()
+    save_file({k: v.contiguous() for k, v in state.items()}, str(path))
     return path

@@ -21,7 +21,7 @@ def test_two_processes_end_with_identical_weights(tmp_path, sa1b_train, teacher_
     r0, r1 = (json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1))
     assert r0["world"] == r1["world"] == 2 and (r0["rank"], r1["rank"]) == (0, 1)
     assert r0["weights_sha256"] == r1["weights_sha256"]
-    assert r0["step"] == 2 and (out / "student.pt").exists()
+    assert r0["step"] == 2 and (out / "student.safetensors").exists()
     # both ranks filled the shared teacher cache: every training image has an entry
     index = json.loads(next((out / "teacher_cache").glob("*/index.json")).read_text())
     assert len(index["entries"]) == 4

@@ -33,7 +33,10 @@ class TrainConfig:
     # keep SAM's decoder). Only when the student is built without a checkpoint.
     init_decoder_from_teacher: bool = True
     steps: int = 1000
-    images_per_step: int = 1  # per process
+    # images per forward pass (per process) and forward passes per optimizer step: every step reads
+    # batch_size * grad_accum images per process
+    batch_size: int = 1
+    grad_accum: int = 1
     prompts_per_image: int = 64
     data_fraction: float = 1.0
     lr: float = 1e-4
@@ -81,6 +84,20 @@ class TrainConfig:
     cache_dtype: str = "float16"
     progress: bool = True
     deterministic: bool = True  # torch.use_deterministic_algorithms during training
+    # where and how: "auto" (CUDA when present), "cpu", "cuda" or "cuda:N"; fp32, bf16 or fp16 autocast
+    device: str = "auto"
+    precision: str = "fp32"
+    # DataLoader worker processes (0: load in the training process) and batches prefetched per worker
+    num_workers: int = 0
+    prefetch_factor: int = 2
+    # compute teacher embeddings in the loop instead of reading a disk cache
+    teacher_online: bool = False
+    cache_batch_size: int = 8  # images per teacher forward pass when filling the cache
+    # torch.compile the student's and teacher's image encoder and mask decoder
+    compile: bool = False
+    # pad every image to prompts_per_image prompt rows (static shapes, e.g. for compile) instead of
+    # the batch's largest mask count
+    fixed_shapes: bool = False
     # True: BatchNorm layers (TinyViT's convolutions) use their running statistics and do not update
     # them. With one image per forward, training-mode statistics are per-image, which helps a model
     # learn from scratch but differs from eval mode; a last phase with frozen BatchNorm tunes the
@@ -89,6 +106,11 @@ class TrainConfig:
     # With freeze_batchnorm: before step 0, set the BatchNorm running statistics to their average over
     # this many training images (a fresh model's 0/1 statistics make its features nearly useless).
     bn_calibration_images: int = 0
+
+    @property
+    def images_per_step(self) -> int:
+        """Images per optimizer step and process."""
+        return self.batch_size * self.grad_accum
 
     @property
     def encoder_fixed(self) -> bool:
@@ -108,7 +130,8 @@ class TrainConfig:
             raise ValueError(f"data directory does not exist: {self.data}")
         if self.stage in ("kd", "sami") and not self.teacher_checkpoint:
             raise ValueError(f"stage {self.stage!r} needs a teacher checkpoint")
-        for name in ("steps", "images_per_step", "prompts_per_image", "checkpoint_every", "log_every"):
+        for name in ("steps", "batch_size", "grad_accum", "prompts_per_image", "checkpoint_every", "log_every",
+                     "prefetch_factor", "cache_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0.0 < self.data_fraction <= 1.0:
@@ -127,6 +150,13 @@ class TrainConfig:
             raise ValueError(f"lr_schedule must be constant or cosine, got {self.lr_schedule!r}")
         if not 0.0 <= self.lr_final_fraction <= 1.0:
             raise ValueError(f"lr_final_fraction must be in [0, 1], got {self.lr_final_fraction}")
+        if self.num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
+        from .device import PRECISIONS, check_device_name
+
+        check_device_name(self.device)
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.cache_dtype not in ("float16", "float32"):
             raise ValueError(f"cache_dtype must be float16 or float32, got {self.cache_dtype!r}")
         return self

@@ -14,21 +14,24 @@ import torch
 
 
 def student_state(run_or_file: str | Path) -> tuple[dict[str, torch.Tensor], int | None]:
-    """(state_dict, step) of a run directory (``student.pt``, else the resume state ``last.pt``) or a file."""
+    """(state_dict, step) of a run directory (``student.safetensors``, else the resume state) or of a
+    ``.safetensors`` file. Nothing is unpickled: a pickle (``.pt``, ``.pth``, an old ``last.pt``) is refused."""
+    from safetensors.torch import load_file
+
+    from .resume_state import STUDENT_FILE, load_state, refuse_legacy_pickle
+
     path = Path(run_or_file)
     if path.is_dir():
-        if (path / "student.pt").is_file():
-            path = path / "student.pt"
-        elif (path / "last.pt").is_file():
-            path = path / "last.pt"
-        else:
-            raise ValueError(f"no student.pt or last.pt in {path}")
-    obj = torch.load(path, map_location="cpu", weights_only=path.name != "last.pt")
-    if isinstance(obj, dict) and "student" in obj and "step" in obj:
-        return obj["student"], int(obj["step"])
-    if not isinstance(obj, dict):
-        raise ValueError(f"{path} does not hold a state_dict")
-    return obj, None
+        if (path / STUDENT_FILE).is_file():
+            return load_file(str(path / STUDENT_FILE)), None
+        refuse_legacy_pickle(path)
+        state = load_state(path)
+        return state.student, state.step
+    if path.suffix != ".safetensors":
+        raise ValueError(f"{path} is not a .safetensors file; pickle files are not read (a pickle can run code)")
+    if not path.is_file():
+        raise ValueError(f"{path} does not exist")
+    return load_file(str(path)), None
 
 
 def export_fp16(state: dict[str, torch.Tensor], out: str | Path, meta: dict) -> Path:

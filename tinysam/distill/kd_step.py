@@ -1,4 +1,5 @@
-"""One training image of the ``kd`` (distillation) and ``gt`` (ground truth only) stages."""
+"""One forward pass of the ``kd`` (distillation) and ``gt`` (ground truth only) stages: one image
+(`image_step`) or a batch of B images (`batch_step`, prompts padded with empty-slot rows)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ from torch import nn
 
 from .config import TrainConfig
 from .data import Sample
-from .losses import DecodeOut, compute_losses
-from .prompts import candidate_tokens, sample_prompts
+from .losses import DecodeOut, batch_losses, compute_losses
+from .prompts import candidate_tokens, pad_prompts, sample_prompts, sample_prompts_batch
 from .teacher_cache import TeacherCache
 
 
@@ -26,6 +27,70 @@ def decode(model: nn.Module, emb: torch.Tensor, coords: torch.Tensor, labels: to
 def low_res_targets(gt: torch.Tensor) -> torch.Tensor:
     """[K, S, S] bool input-frame masks -> [K, S/4, S/4] float {0,1} (area average >= 0.5)."""
     return (F.interpolate(gt[:, None].float(), scale_factor=0.25, mode="area")[:, 0] >= 0.5).float()
+
+
+def batch_step(
+    cfg: TrainConfig,
+    student: nn.Module,
+    x: torch.Tensor,
+    gt: torch.Tensor,
+    valid: torch.Tensor,
+    gens: list[torch.Generator],
+    autocast,
+    teacher: nn.Module | None = None,
+    emb_t: torch.Tensor | None = None,
+) -> dict[str, torch.Tensor]:
+    """Forward B images with their prompts; returns the loss parts per image ([B] each, ``total`` has
+    grad) plus ``image_valid`` [B] (images with at least one mask).
+
+    ``x`` [B, 3, S, S] normalized; ``gt`` [B, K, S, S] bool with ``valid`` [B, K] marking real masks;
+    ``gens[b]`` draws image b's prompts; ``autocast()`` wraps every forward pass; ``emb_t`` [B, ...] the
+    teacher embeddings (``kd`` stage; computed here when None and a teacher is given).
+    """
+    b, k = valid.shape
+    with autocast():
+        emb_s = student.encode_image(x)
+    emb_detached = emb_s.detach()
+    always_multi = bool(student.config.always_multimask)
+    flat_valid = valid.flatten()
+    image_all = torch.arange(b, device=x.device).repeat_interleave(k)
+
+    def predict(coords: torch.Tensor, labels: torch.Tensor, image_of: torch.Tensor):
+        with autocast():
+            return student.decode_prompts(emb_detached[image_of], coords, labels)
+
+    gt_flat = gt.flatten(0, 1)
+    prompts = sample_prompts_batch(
+        gt_flat[flat_valid],
+        image_all[flat_valid],
+        gens,
+        box_fraction=cfg.box_fraction,
+        hard_prompts=cfg.hard_prompts,
+        max_refine_rounds=cfg.max_refine_rounds,
+        box_noise=cfg.box_noise,
+        box_noise_max=cfg.box_noise_max,
+        predict=predict if cfg.hard_prompts else None,
+        always_multimask=always_multi,
+        max_points=student.config.max_points,
+    )
+    prompts = pad_prompts(prompts, valid)
+    cand = candidate_tokens(prompts, always_multi)
+    use_teacher = cfg.stage == "kd" and teacher is not None
+    want_tokens = use_teacher and cfg.use_token_loss
+    with autocast():
+        out_s = decode(student, emb_s[image_all], prompts.coords, prompts.labels, want_tokens)
+    out_t = None
+    if use_teacher:
+        with torch.no_grad(), autocast():
+            if emb_t is None:
+                emb_t = teacher.encode_image(x).float()
+            out_t = decode(teacher, emb_t[image_all], prompts.coords, prompts.labels, want_tokens)
+    n_out = 1 + out_s.low_res.shape[1]
+    token_valid = torch.cat([torch.ones(b * k, n_out, dtype=torch.bool, device=x.device), prompts.labels != -2], dim=1)
+    parts = batch_losses(cfg, out_s, low_res_targets(gt_flat), cand, valid, teacher=out_t,
+                         emb_student=emb_s if use_teacher else None, emb_teacher=emb_t, token_valid=token_valid)
+    parts["image_valid"] = valid.any(dim=1)
+    return parts
 
 
 def image_step(

@@ -70,8 +70,8 @@ def random_visible(grid: int, mask_ratio: float, gen: torch.Generator) -> torch.
     """[1, grid*grid] bool with exactly round((1 - mask_ratio) * grid^2) visible patches."""
     n = grid * grid
     keep = max(1, int(round(n * (1.0 - mask_ratio))))
-    order = torch.randperm(n, generator=gen)
-    vis = torch.zeros(n, dtype=torch.bool)
+    order = torch.randperm(n, generator=gen, device=gen.device)
+    vis = torch.zeros(n, dtype=torch.bool, device=gen.device)
     vis[order[:keep]] = True
     return vis[None]
 
@@ -101,3 +101,22 @@ def sami_step(
     target = cache.get(sample.image_id)
     mse = F.mse_loss(recon, target)
     return {"sami_mse": mse, "total": mse}
+
+
+def sami_batch(
+    student: nn.Module,
+    decoder: SamiDecoder,
+    x: torch.Tensor,
+    target: torch.Tensor,
+    gens: list[torch.Generator],
+    mask_ratio: float,
+    autocast,
+) -> dict[str, torch.Tensor]:
+    """Loss parts of B normalized images ``x`` against teacher embeddings ``target``: ``sami_mse``
+    (= ``total``) per image [B]; ``gens[b]`` picks image b's hidden patches."""
+    visible = torch.cat([random_visible(student.embedding_size, mask_ratio, g).to(x.device) for g in gens])
+    with autocast():
+        feats = student.encode_image(hide_patches(x, visible, student.config.patch_size))
+        recon = decoder(feats, visible)
+    mse = (recon.float() - target.float()).pow(2).mean(dim=(1, 2, 3))
+    return {"sami_mse": mse, "total": mse, "image_valid": torch.ones_like(mse, dtype=torch.bool)}

@@ -4,8 +4,9 @@ Layout: ``<root>/<teacher>-<sha256[:16]>-s<image_size>/`` with ``index.json`` (t
 checkpoint sha256, image size, dtype, embedding shape, and ``entries``: image id -> [shard, row])
 and ``shard_NNNN.npy`` files of shape [n, 256, E, E]. Entries are keyed by checkpoint sha256 +
 image id + image size, so a different checkpoint or size never reads a stale embedding; new images
-go to a new shard. Several processes fill one shard together (disjoint rows), rank 0 writes the
-index last, so an interrupted build leaves no half-written entry behind.
+go to a new shard. Several processes fill one shard together (disjoint rows, computed in batches on
+each rank's device), rank 0 writes the index last, so an interrupted build leaves no half-written
+entry behind. Shards are plain ``.npy`` arrays read with ``allow_pickle=False``.
 """
 
 from __future__ import annotations
@@ -64,17 +65,25 @@ class TeacherCache:
     def build(
         self,
         records: Sequence[Record],
-        embed: Callable[[Record], torch.Tensor],
+        embed: Callable[[Record], torch.Tensor] | None = None,
         rank: int = 0,
         world: int = 1,
         barrier: Callable[[], None] | None = None,
         progress: bool = False,
+        embed_batch: Callable[[list[Record]], torch.Tensor] | None = None,
+        batch_size: int = 1,
     ) -> int:
         """Compute and store the embeddings of uncached ``records``; returns how many were added.
 
-        ``embed(record) -> [1, 256, E, E]``. With several processes, every rank calls this with the
-        same records; rows are split round-robin and ``barrier`` synchronizes the steps.
+        ``embed(record) -> [1, 256, E, E]`` or ``embed_batch(records) -> [n, 256, E, E]`` (then up to
+        ``batch_size`` records per call). With several processes, every rank calls this with the same
+        records; rows are split round-robin and ``barrier`` synchronizes the steps.
         """
+        if (embed is None) == (embed_batch is None):
+            raise ValueError("pass exactly one of embed and embed_batch")
+        if embed_batch is None:
+            def embed_batch(recs: list[Record]) -> torch.Tensor:
+                return torch.cat([embed(r) for r in recs])
         sync = barrier or (lambda: None)
         index = self.read_index()
         todo = [r for r in records if r.image_id not in index["entries"]]
@@ -84,24 +93,27 @@ class TeacherCache:
             return 0
         shard = f"shard_{len({v[0] for v in index['entries'].values()}):04d}.npy"
         path = self.dir / shard
-        first = embed(todo[0]) if rank == 0 else None
+        first = embed_batch(todo[:1]) if rank == 0 else None
         if rank == 0:
             self.dir.mkdir(parents=True, exist_ok=True)
             shape = (len(todo), *first.shape[1:])
             arr = np.lib.format.open_memmap(path, mode="w+", dtype=self.dtype, shape=shape)
-            arr[0] = first[0].numpy().astype(self.dtype)
+            arr[0] = first[0].float().cpu().numpy().astype(self.dtype)
             arr.flush()
             del arr
         sync()
-        arr = np.load(path, mmap_mode="r+")
+        arr = np.load(path, mmap_mode="r+", allow_pickle=False)
         rows = [i for i in range(1, len(todo)) if i % world == rank]
-        it = rows
+        chunks = [rows[i : i + batch_size] for i in range(0, len(rows), batch_size)]
+        it = chunks
         if progress and rank == 0:
             from tqdm import tqdm
 
-            it = tqdm(rows, desc="teacher embeddings", leave=False)
-        for i in it:
-            arr[i] = embed(todo[i])[0].numpy().astype(self.dtype)
+            it = tqdm(chunks, desc="teacher embeddings", leave=False)
+        for chunk in it:
+            embs = embed_batch([todo[i] for i in chunk]).float().cpu().numpy().astype(self.dtype)
+            for i, e in zip(chunk, embs):
+                arr[i] = e
         arr.flush()
         del arr
         sync()
@@ -122,8 +134,8 @@ class TeacherCache:
         self._index = None
         return len(todo)
 
-    def get(self, image_id: str) -> torch.Tensor:
-        """The cached embedding [1, 256, E, E] as float32; KeyError if missing."""
+    def get(self, image_id: str, dtype: torch.dtype | None = torch.float32) -> torch.Tensor:
+        """The cached embedding [1, 256, E, E] as ``dtype`` (None: the stored dtype); KeyError if missing."""
         if self._index is None:
             self._index = self.read_index()
         index = self._index
@@ -131,5 +143,6 @@ class TeacherCache:
             raise KeyError(f"image {image_id!r} is not in teacher cache {self.dir}")
         shard, row = index["entries"][image_id]
         if shard not in self._maps:
-            self._maps[shard] = np.load(self.dir / shard, mmap_mode="r")
-        return torch.from_numpy(np.asarray(self._maps[shard][row], dtype=np.float32))[None]
+            self._maps[shard] = np.load(self.dir / shard, mmap_mode="r", allow_pickle=False)
+        out = torch.from_numpy(np.array(self._maps[shard][row]))[None]
+        return out if dtype is None else out.to(dtype)

@@ -1,10 +1,11 @@
-"""The training loop: Adam, seeded per-step randomness, exact resume, JSON-lines metrics, and
-data parallelism over processes started by ``torchrun`` (gloo on CPU, nccl on GPU).
+"""The training loop: Adam, seeded per-step randomness, exact resume, JSON-lines metrics with
+throughput, mixed precision on any device, and data parallelism over processes started by
+``torchrun`` (nccl on GPUs, one GPU per rank from ``LOCAL_RANK``; gloo on CPUs).
 
-Determinism: every random choice of step t on rank r (images, masks, prompts, SAMI patches) comes
-from generators seeded with (seed, t, r), and the data position is a pure function of t. A
-checkpoint stores the student, the optimizer, the global RNG states and the next step/data
-position, so "3 steps + resume 3 steps" equals "6 steps" bit for bit.
+Determinism: every random choice of an image (masks, prompts, shapes, SAMI patches) comes from
+generators seeded with (seed, stream position), and the data position is a pure function of the
+step. A resume state stores the student, the optimizer, the gradient scaler, the global RNG states
+and the next step, so "3 steps + resume 3 steps" equals "6 steps" bit for bit on a CPU.
 
 Data parallel: the models' entry points are methods (``encode_image``, ``decode_prompts``), not
 ``forward``, so instead of wrapping in DistributedDataParallel the gradients are averaged with one
@@ -14,25 +15,27 @@ Data parallel: the models' entry points are methods (``encode_image``, ``decode_
 from __future__ import annotations
 
 import json
-import math
 import os
-import random
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
 
 from .config import TrainConfig
-from .data import Record, Sample, list_records, load_image_tensor, load_sample, step_positions, stream_index
-from .kd_step import image_step
-from .sami import SamiDecoder, sami_step
-from .shapes_warmup import random_shapes
+from .data import Record, list_records, load_image_tensor, stream_index
+from .device import Precision, backend_for, image_generator, resolve_device
+from .kd_step import batch_step
+from .loader import make_loader, to_device
+from .model_setup import build_models, calibrate_batchnorm, lr_factor, param_groups, set_train_mode
+from .resume_state import STUDENT_FILE, load_state, refuse_legacy_pickle, save_state, save_student
+from .sami import SamiDecoder, sami_batch
 from .teacher_cache import TeacherCache, file_sha256
+from .throughput import StepTimer
 
-CHECKPOINT = "last.pt"
+__all__ = ["train", "build_models", "calibrate_batchnorm", "set_train_mode", "param_groups", "lr_factor",
+           "weights_digest"]
 
 
 def _dist_info() -> tuple[int, int]:
@@ -41,116 +44,36 @@ def _dist_info() -> tuple[int, int]:
     return 0, 1
 
 
-def _init_distributed() -> bool:
-    """Join the torchrun process group if WORLD_SIZE > 1; returns True if this call created it."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
+def _init_distributed(device: torch.device) -> bool:
+    """Join the torchrun process group (nccl for CUDA, gloo for CPU tensors) when started by torchrun
+    (WORLD_SIZE set, even to 1: a one-GPU torchrun still runs the nccl all-reduce); returns True if
+    this call created it."""
+    if "WORLD_SIZE" not in os.environ or dist.is_initialized():
         return False
-    dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+    dist.init_process_group(backend=backend_for(device), device_id=device if device.type == "cuda" else None)
     return True
 
 
 def _barrier() -> None:
-    if _dist_info()[1] > 1:
+    if dist.is_available() and dist.is_initialized():
         dist.barrier()
 
 
-def step_generators(seed: int, step: int, rank: int) -> tuple[torch.Generator, np.random.Generator]:
-    """The torch and numpy generators of one (step, rank)."""
-    mixed = int(np.random.default_rng([seed, step, rank]).integers(0, 2**62))
-    return torch.Generator().manual_seed(mixed), np.random.default_rng([seed, step, rank, 1])
-
-
-def build_models(cfg: TrainConfig) -> tuple[nn.Module, nn.Module | None]:
-    """(student in train mode, frozen teacher or None)."""
-    from tinysam import build_sam
-
-    student = build_sam(cfg.student, cfg.student_checkpoint, cfg.image_size, seed=cfg.seed)
-    teacher = None
-    if cfg.stage in ("kd", "sami"):
-        teacher = build_sam(cfg.teacher, cfg.teacher_checkpoint, cfg.image_size)
-        for p in teacher.parameters():
-            p.requires_grad_(False)
-        for key in ("image_size", "resize", "patch_size"):
-            if getattr(teacher.config, key) != getattr(student.config, key):
-                raise ValueError(f"teacher and student differ in {key}: {getattr(teacher.config, key)} vs "
-                                 f"{getattr(student.config, key)}")
-        if cfg.init_decoder_from_teacher and cfg.student_checkpoint is None and cfg.stage == "kd":
-            student.prompt_encoder.load_state_dict(teacher.prompt_encoder.state_dict())
-            student.mask_decoder.load_state_dict(teacher.mask_decoder.state_dict())
-    return set_train_mode(student, cfg.freeze_batchnorm, cfg.encoder_fixed), teacher
-
-
-def _batchnorms(module: nn.Module) -> list[nn.Module]:
-    return [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-
-
-def calibrate_batchnorm(model: nn.Module, images) -> int:
-    """Set every BatchNorm layer's running statistics of ``model.image_encoder`` to their plain average
-    over ``images`` (preprocessed [1, 3, S, S] tensors), then leave those layers frozen (eval mode).
-    Returns the number of images used."""
-    bns = _batchnorms(model.image_encoder)
-    momenta = [bn.momentum for bn in bns]
-    for bn in bns:
-        bn.reset_running_stats()
-        bn.momentum = None  # cumulative average
-        bn.train()
-    n = 0
-    with torch.no_grad():
-        for x in images:
-            model.image_encoder(x)
-            n += 1
-    for bn, momentum in zip(bns, momenta):
-        bn.momentum = momentum
-        bn.eval()
-    return n
-
-
-def set_train_mode(model: nn.Module, freeze_batchnorm: bool, fixed_encoder: bool = False) -> nn.Module:
-    """``model.train()``, with every BatchNorm layer kept in eval mode if ``freeze_batchnorm``, and the
-    whole image encoder (its BatchNorm statistics included) if ``fixed_encoder``."""
-    model.train()
-    if fixed_encoder:
-        model.image_encoder.eval()
-    if freeze_batchnorm:
-        for bn in _batchnorms(model):
-            bn.eval()
-    return model
-
-
-def build_cache(cfg: TrainConfig, teacher: nn.Module, records: list[Record], rank: int, world: int) -> TeacherCache:
-    """Teacher embeddings of all records, computed once (split over ranks) and memory-mapped."""
+def build_cache(cfg: TrainConfig, teacher: nn.Module, records: list[Record], rank: int, world: int,
+                device: torch.device, precision: Precision) -> TeacherCache:
+    """Teacher embeddings of all records, computed once on ``device`` in batches (rows split over ranks)."""
     root = Path(cfg.cache_dir) if cfg.cache_dir else Path(cfg.out) / "teacher_cache"
     cache = TeacherCache(root, cfg.teacher, file_sha256(cfg.teacher_checkpoint), teacher.image_size, cfg.cache_dtype)
 
     @torch.no_grad()
-    def embed(rec: Record) -> torch.Tensor:
-        image, _ = load_image_tensor(rec, teacher.config)
-        return teacher.encode_image(teacher.preprocess(image))
+    def embed_batch(recs: list[Record]) -> torch.Tensor:
+        x = torch.cat([teacher.preprocess(load_image_tensor(r, teacher.config)[0].to(device)) for r in recs])
+        with precision.autocast():
+            return teacher.encode_image(x).float()
 
-    cache.build(records, embed, rank, world, _barrier, progress=cfg.progress)
+    cache.build(records, rank=rank, world=world, barrier=_barrier, progress=cfg.progress, embed_batch=embed_batch,
+                batch_size=cfg.cache_batch_size)
     return cache
-
-
-def param_groups(student: nn.Module, cfg: TrainConfig) -> list[dict]:
-    """Adam groups: the image encoder at ``lr`` (left out and frozen if ``cfg.encoder_fixed``), prompt
-    encoder + mask decoder at ``decoder_lr``."""
-    encoder = list(student.image_encoder.parameters())
-    ids = {id(p) for p in encoder}
-    rest = [p for p in student.parameters() if id(p) not in ids]
-    rest_group = {"params": rest, "lr": cfg.decoder_lr or cfg.lr}
-    if cfg.encoder_fixed:
-        for p in encoder:
-            p.requires_grad_(False)
-        return [rest_group]
-    return [{"params": encoder, "lr": cfg.lr}, rest_group]
-
-
-def lr_factor(cfg: TrainConfig, step: int) -> float:
-    """Multiplier of every group's base learning rate at ``step`` (0-based) under ``cfg.lr_schedule``."""
-    if cfg.lr_schedule == "constant" or cfg.steps <= 1:
-        return 1.0
-    progress = min(step / (cfg.steps - 1), 1.0)
-    return cfg.lr_final_fraction + (1.0 - cfg.lr_final_fraction) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 def _all_reduce_grads(params: list[nn.Parameter], world: int) -> None:
@@ -173,159 +96,168 @@ def _average_buffers(model: nn.Module, world: int) -> None:
             buf /= world
 
 
-def _rng_state() -> dict:
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
-
-
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
-
-
-def save_checkpoint(path: Path, step: int, cfg: TrainConfig, student: nn.Module, opt, extra: nn.Module | None) -> None:
-    """Atomically write everything needed to continue exactly at ``step``."""
-    state = {
-        "step": step,
-        "data_position": step * cfg.images_per_step * _dist_info()[1],
-        "config": cfg.to_dict(),
-        "student": student.state_dict(),
-        "optimizer": opt.state_dict(),
-        "extra": extra.state_dict() if extra is not None else None,
-        "rng": _rng_state(),
-    }
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-
-
 def _check_resumable(saved: dict, cfg: TrainConfig) -> None:
-    ignore = {"steps", "progress", "checkpoint_every", "log_every"}
+    # how the run is executed may change (a CPU run may continue on a GPU); what it computes may not
+    ignore = {"steps", "progress", "checkpoint_every", "log_every", "num_workers", "prefetch_factor", "device",
+              "compile", "cache_batch_size"}
     for key, value in cfg.to_dict().items():
         if key not in ignore and saved.get(key) != value:
             raise ValueError(f"cannot resume: {key} was {saved.get(key)!r}, now {value!r}")
 
 
-def _load_sample(cfg: TrainConfig, rec: Record, student: nn.Module, rng: np.random.Generator) -> Sample:
-    if cfg.stage == "sami":
-        image, input_size = load_image_tensor(rec, student.config)
-        return Sample(rec.image_id, image, tuple(input_size), (0, 0), torch.zeros(0, 1, 1, dtype=torch.bool), [])
-    if cfg.stage == "warmup":
-        image, input_size = load_image_tensor(rec, student.config)
-        gt = random_shapes(cfg.prompts_per_image, tuple(input_size), student.config.image_size, rng)
-        return Sample(rec.image_id, image, tuple(input_size), (0, 0), gt, [])
-    return load_sample(rec, student.config, cfg.prompts_per_image, rng, cfg.min_mask_pixels)
-
-
 def train(cfg: TrainConfig, resume: bool = False) -> dict:
-    """Run (or continue) one training run; returns the last logged metrics. Rank 0 writes
-    ``<out>/config.json``, ``metrics.jsonl``, ``last.pt`` (resume state) and ``student.pt``."""
+    """Run (or continue) one training run; returns the last logged metrics plus the run's throughput
+    summary. Rank 0 writes ``<out>/config.json``, ``metrics.jsonl``, ``resume.json`` + its tensor file,
+    ``throughput.json`` and ``student.safetensors``."""
     cfg.validate()
-    created = _init_distributed()
+    device = resolve_device(cfg.device)
+    precision = Precision(cfg.precision, device)
+    created = _init_distributed(device)
     rank, world = _dist_info()
     # TinyViT's attention-bias gather backpropagates through index_put(accumulate=True), whose
     # multi-threaded CPU kernel adds in a varying order; the deterministic kernel fixes the bits.
     was_deterministic = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(cfg.deterministic)
+    torch.use_deterministic_algorithms(cfg.deterministic, warn_only=device.type == "cuda")
     try:
-        return _train(cfg, resume, rank, world)
+        return _train(cfg, resume, rank, world, device, precision)
     finally:
         torch.use_deterministic_algorithms(was_deterministic)
         if created:
             dist.destroy_process_group()
 
 
-def _train(cfg: TrainConfig, resume: bool, rank: int, world: int) -> dict:
+def _compile(model: nn.Module) -> None:
+    """Compile the image encoder and mask decoder in place (``nn.Module.compile``: state_dict keys stay)."""
+    model.image_encoder.compile()
+    model.mask_decoder.compile()
+
+
+def _train(cfg: TrainConfig, resume: bool, rank: int, world: int, device: torch.device, precision: Precision) -> dict:
     out = Path(cfg.out)
-    ckpt_path = out / CHECKPOINT
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
-        if not resume and ckpt_path.exists():
+        refuse_legacy_pickle(out)
+        if not resume and (out / "resume.json").exists():
             raise ValueError(f"{out} already holds a run; pass resume or choose another out directory")
         cfg.save(out / "config.json")
     torch.manual_seed(cfg.seed)
-    student, teacher = build_models(cfg)
+    student, teacher = build_models(cfg, device)
     records = list_records(cfg.data, cfg.data_fraction, cfg.seed)
-    if cfg.freeze_batchnorm and cfg.bn_calibration_images > 0 and not resume:
+    state = load_state(out) if resume else None
+    if state is not None:
+        _check_resumable(state.config, cfg)
+    if cfg.freeze_batchnorm and cfg.bn_calibration_images > 0 and state is None:
         picks = [records[stream_index(i, len(records), cfg.seed + 1)] for i in range(cfg.bn_calibration_images)]
-        calibrate_batchnorm(student, (student.preprocess(load_image_tensor(r, student.config)[0]) for r in picks))
-    cache = build_cache(cfg, teacher, records, rank, world) if teacher is not None else None
+        calibrate_batchnorm(student, (student.preprocess(load_image_tensor(r, student.config)[0].to(device))
+                                      for r in picks))
+    cache = None
+    if teacher is not None and not cfg.teacher_online:
+        cache = build_cache(cfg, teacher, records, rank, world, device, precision)
     extra = None
     if cfg.stage == "sami":
         extra = SamiDecoder(student.config.prompt_embed_dim, student.embedding_size, cfg.sami_decoder_depth)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed + 1)
             extra.pos_embed.data.normal_(0, 0.02)
+        extra.to(device)
         params = list(student.image_encoder.parameters()) + list(extra.parameters())
         groups = [{"params": params}]
     else:
         groups = param_groups(student, cfg)
         params = [p for g in groups for p in g["params"]]
     opt = torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scaler = precision.scaler()
     base_lrs = [g["lr"] for g in opt.param_groups]
     start = 0
-    if resume:
-        if not ckpt_path.exists():
-            raise ValueError(f"nothing to resume: {ckpt_path} does not exist")
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        _check_resumable(state["config"], cfg)
-        student.load_state_dict(state["student"])
-        opt.load_state_dict(state["optimizer"])
+    if state is not None:
+        student.load_state_dict(state.student)
+        opt.load_state_dict(state.optimizer)
         if extra is not None:
-            extra.load_state_dict(state["extra"])
-        _set_rng_state(state["rng"])
-        start = int(state["step"])
+            extra.load_state_dict(state.extra)
+        if state.scaler:
+            scaler.load_state_dict(state.scaler)
+        state.restore_rng()
+        start = state.step
+    if cfg.compile:
+        _compile(student)
+        if teacher is not None:
+            _compile(teacher)
     bar = None
     if cfg.progress and rank == 0:
         from tqdm import tqdm
 
         bar = tqdm(total=cfg.steps, initial=start, desc=f"{cfg.stage} {cfg.student}", dynamic_ncols=True)
+    loader = iter(make_loader(cfg, records, student.config, cache, start, rank, world, pin=device.type == "cuda"))
+    timer = StepTimer(device)
     last: dict = {}
     t0 = time.time()
     for step in range(start, cfg.steps):
-        gen, rng = step_generators(cfg.seed, step, rank)
         sums: dict[str, float] = {}
         n_img = n_prompts = 0
-        for pos in step_positions(step, rank, world, cfg.images_per_step):
-            rec = records[stream_index(pos, len(records), cfg.seed)]
-            sample = _load_sample(cfg, rec, student, rng)
-            if cfg.stage == "sami":
-                parts = sami_step(student, extra, sample, cache, gen, cfg.sami_mask_ratio)
-            else:
-                parts = image_step(cfg, student, sample, gen, teacher, cache)
-            if parts is None:
-                continue
-            (parts["total"] / cfg.images_per_step).backward()
-            n_img += 1
-            n_prompts += int(sample.gt.shape[0])
+        timer.start_step()
+        for _ in range(cfg.grad_accum):
+            with timer.phase("data"):
+                batch = to_device(next(loader), student, device)
+            gens = [image_generator(cfg.seed, p, device) for p in batch.batch.positions]
+            with timer.phase("forward"):
+                if cfg.stage == "sami":
+                    parts = sami_batch(student, extra, batch.x, batch.teacher_emb if cache is not None else
+                                       _online_embedding(teacher, batch.x, precision), gens, cfg.sami_mask_ratio,
+                                       precision.autocast)
+                else:
+                    parts = batch_step(cfg, student, batch.x, batch.gt, batch.valid, gens, precision.autocast,
+                                       teacher, batch.teacher_emb)
+                ok = parts.pop("image_valid")
+                loss = (parts["total"] * ok).sum() / cfg.images_per_step
+            if bool(ok.any()):
+                with timer.phase("backward"):
+                    scaler.scale(loss).backward()
+            n_img += int(ok.sum())
+            n_prompts += int((batch.valid.any(dim=1) * batch.valid.sum(dim=1)).sum()) if cfg.stage != "sami" else 0
             for k, v in parts.items():
-                sums[k] = sums.get(k, 0.0) + float(v.detach())
-        if world > 1:
-            _all_reduce_grads(params, world)
-            _average_buffers(student, world)
-        for group, base in zip(opt.param_groups, base_lrs):
-            group["lr"] = base * lr_factor(cfg, step)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+                sums[k] = sums.get(k, 0.0) + float((v.detach() * ok).sum())
+        with timer.phase("optimizer"):
+            if dist.is_initialized():
+                _all_reduce_grads(params, world)
+                _average_buffers(student, world)
+            for group, base in zip(opt.param_groups, base_lrs):
+                group["lr"] = base * lr_factor(cfg, step)
+            scaler.step(opt)
+            scaler.update()
+            opt.zero_grad(set_to_none=True)
+        times = timer.end_step(n_img, n_prompts)
         last = {"step": step + 1, **{k: v / max(n_img, 1) for k, v in sums.items()}, "lr": opt.param_groups[-1]["lr"],
-                "images": n_img, "prompts": n_prompts, "seconds": round(time.time() - t0, 3)}
+                "images": n_img, "prompts": n_prompts, "seconds": round(time.time() - t0, 3), **times}
         if rank == 0:
             if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
                 with open(out / "metrics.jsonl", "a") as f:
                     f.write(json.dumps(last) + "\n")
             if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
-                save_checkpoint(ckpt_path, step + 1, cfg, student, opt, extra)
+                save_state(out, step + 1, (step + 1) * cfg.images_per_step * world, cfg.to_dict(), student, opt,
+                           extra, scaler)
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix({k: f"{v:.4f}" for k, v in last.items() if k not in ("step", "images", "prompts", "seconds")})
+                bar.set_postfix({k: f"{v:.4f}" for k, v in last.items() if k in ("total", "mask", "output", "sami_mse")})
     if bar is not None:
         bar.close()
+    summary = timer.summary(world)
     if rank == 0:
-        torch.save(student.eval().state_dict(), out / "student.pt")
+        save_student(out / STUDENT_FILE, student.eval())
+        (out / "throughput.json").write_text(json.dumps({"device": str(device), "precision": precision.name,
+                                                         "batch_size": cfg.batch_size, "grad_accum": cfg.grad_accum,
+                                                         "world": world, **summary}, indent=2) + "\n")
     _barrier()
     last["weights_sha256"] = weights_digest(student)
     last["rank"], last["world"] = rank, world
+    last["backend"] = dist.get_backend() if dist.is_initialized() else None
+    last["throughput"] = summary
     return last
+
+
+@torch.no_grad()
+def _online_embedding(teacher: nn.Module, x: torch.Tensor, precision: Precision) -> torch.Tensor:
+    with precision.autocast():
+        return teacher.encode_image(x).float()
 
 
 def weights_digest(model: nn.Module) -> str:
@@ -335,5 +267,5 @@ def weights_digest(model: nn.Module) -> str:
     h = hashlib.sha256()
     for key, value in sorted(model.state_dict().items()):
         h.update(key.encode())
-        h.update(value.detach().contiguous().numpy().tobytes())
+        h.update(value.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
