@@ -71,7 +71,7 @@ def test_app_path_method_by_name_inputs_by_position(et_fp32, trained128):
     """Exactly as an app: load the program, the method by name, execute with positional tensors."""
     from executorch.runtime import Runtime
 
-    from converters.onnx_export import decoder_sample
+    from converters.examples import decoder_sample
     from converters.spec import ExportSpec
     from mobile_runtime.backends import open_model
 
@@ -95,7 +95,8 @@ def test_verify_segment_and_everything_on_a_pte_package(et_fp32, tmp_path):
     import mobile_runtime
 
     runner = CliRunner()
-    res = runner.invoke(main, ["verify", str(et_fp32.path)])
+    checkpoint, _, _ = resolve_default_weights("tinysam", None, 128)
+    res = runner.invoke(main, ["verify", str(et_fp32.path)] + (["--checkpoint", str(checkpoint)] if checkpoint else []))
     assert res.exit_code == 0, res.output
     rng = np.random.default_rng(0)
     img = rng.integers(40, 90, size=(72, 100, 3), dtype=np.uint8)
