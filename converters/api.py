@@ -12,7 +12,14 @@ from typing import TYPE_CHECKING
 from converters.package import MANIFEST, AtomicPackage, build_manifest, hash_tree, sha256_file
 from converters.precision import MIXED_PLANS, applied_precision, precision_plan, resolve_mixed_plan
 from converters.readme import render_readme
-from converters.spec import PRECISIONS, ExportSpec, check_choice, parse_targets
+from converters.spec import (
+    PRECISIONS,
+    ExportSpec,
+    check_choice,
+    check_target_precision,
+    parse_targets,
+    targets_for,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -44,6 +51,10 @@ def _exporter(target: str) -> Callable:
         from converters.tflite_export import export_tflite
 
         return export_tflite
+    if target == "coreai":
+        from converters.backends.coreai.export import export_coreai
+
+        return export_coreai
     from converters.coreml_export import export_coreml
 
     return export_coreml
@@ -66,6 +77,19 @@ def load_model(model_name: str, checkpoint: str | Path | None, image_size: int |
             "checkpoint_sha256": sha256_file(Path(checkpoint)) if checkpoint else None,
             "trained": checkpoint is not None, "seed": None if checkpoint else seed}
     return model.eval(), info
+
+
+def fake_quant_reference(model, spec: ExportSpec, plan: dict, calibration: str | Path | None = None,
+                         progress: Callable[[str], None] | None = None):  # noqa: ANN001, ANN201
+    """The fake-quant model a compressed Core AI package is also gated against (coreai-opt's prepared
+    model; compressing here also prepares what the export converts); None for the other packages."""
+    from converters.backends.coreai.compress import COMPRESSED
+
+    if spec.target != "coreai" or spec.precision not in COMPRESSED:
+        return None
+    from converters.backends.coreai.compress import compressed_model
+
+    return compressed_model(model, spec, plan, calibration, progress).fake_quant
 
 
 def build_package(model, model_info: dict, target: str, precision: str, out_dir: Path, verify: bool = True,
@@ -106,6 +130,7 @@ def build_package(model, model_info: dict, target: str, precision: str, out_dir:
             plan = {**w8a8_plan(qmodel, layers, target), "applied": plan["applied"]}
             reference = package_reference(qmodel, layers)
         else:
+            reference = fake_quant_reference(model, spec, plan, calibration, say)
             models = _exporter(target)(model, spec, pkg.dir, plan, pkg.dir.parent / "work", progress=say)
         draft = build_manifest(spec, model_info, models, plan, {}, hash_tree(pkg.dir))
         parity: dict = {"skipped": True}
@@ -159,6 +184,11 @@ def convert(model_name: str, checkpoint: str | Path | None = None, targets: str 
     if max_iou_drop is not None and max_size_mb is not None:
         raise ValueError("give one mixed-plan budget: --max-iou-drop or --max-size, not both")
     target_list = parse_targets(targets)
+    asked = targets.split(",") if isinstance(targets, str) else list(targets)
+    if "all" in [t.strip().lower() for t in asked]:
+        target_list = targets_for(precision, target_list)  # `all`: every target that exports this precision
+    for t in target_list:
+        check_target_precision(t, precision)
     if calibration is not None and not Path(calibration).is_dir():
         raise ValueError(f"calibration directory {calibration} does not exist")
     say = progress or (lambda msg: None)

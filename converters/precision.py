@@ -52,8 +52,20 @@ KIND_OPS: dict[str, dict[str, tuple[str, ...]]] = {
         # CoreML never quantizes weights under weight_threshold (2048 elements): norm scales are
         # smaller, and excluding op types here conflicts with constants the converter shares.
         "coreml": (),
+        "coreai": (),  # coreai-opt compresses Linear/Conv weights only
     },
-    "softmax": {"onnx": ("Softmax",), "tflite": ("SOFTMAX",), "coreml": ()},
+    "softmax": {"onnx": ("Softmax",), "tflite": ("SOFTMAX",), "coreml": (), "coreai": ()},
+}
+
+# Core AI-only precisions (coreai-opt): what they store, for the plan written into the manifest.
+CORE_AI_PLANS: dict[str, dict] = {
+    "palette4": {"name": "palette4", "weights": "4-bit palettized (k-means lookup table per 16 output channels)",
+                 "activations": "float32", "keep_float": []},
+    "palette6": {"name": "palette6", "weights": "6-bit palettized (k-means lookup table per 16 output channels)",
+                 "activations": "float32", "keep_float": []},
+    "w8a8-opt": {"name": "w8a8-opt", "weights": "int8", "granularity": "per_channel",
+                 "activations": "int8 static per tensor (coreai-opt calibration) in the encoder, float32 in the decoder",
+                 "keep_float": []},
 }
 
 
@@ -63,6 +75,8 @@ def precision_plan(precision: str) -> dict:
     if precision in ("fp32", "fp16"):
         dtype = "float32" if precision == "fp32" else "float16"
         return {"name": precision, "weights": dtype, "activations": dtype, "keep_float": []}
+    if precision in CORE_AI_PLANS:
+        return json_copy(CORE_AI_PLANS[precision])
     if precision == "w8a8":
         return {"name": "w8a8-qtinysam", "weights": "int8", "granularity": "per_channel",
                 "activations": "int8", "activation_granularity": "per_tensor, static (the recipe's scales)",
@@ -75,6 +89,13 @@ def precision_plan(precision: str) -> dict:
         plan["name"] = "mixed-default-v1"
         plan["keep_float"] = [dict(r) for r in MIXED_KEEP_FLOAT]
     return plan
+
+
+def json_copy(plan: dict) -> dict:
+    """A deep copy of a plain-data plan."""
+    import json
+
+    return json.loads(json.dumps(plan))
 
 
 def module_regex(pattern: str) -> re.Pattern:
@@ -183,6 +204,10 @@ _APPLIED_INT8: dict[str, dict[str, str]] = {
         "weights": "int8 per-channel (linear_quantize_weights), kept-float consts float32",
         "activations": "float32 (weight-only int8)",
     },
+    "coreai": {
+        "weights": "int8 per-channel (coreai-opt QuantizerConfig.presets.w8, eager), kept-float layers float32",
+        "activations": "float32 (weight-only int8; the Linux runtime dequantizes the weights)",
+    },
 }
 
 # What each backend's mixed files hold: int8 weights stored, float compute, kept layers in higher precision.
@@ -199,6 +224,7 @@ _APPLIED_MIXED: dict[str, dict[str, str]] = {
         "activations": "float32 (no run-time quantization)",
     },
     "coreml": _APPLIED_INT8["coreml"],
+    "coreai": _APPLIED_INT8["coreai"],
 }
 
 # Where the recipe's searched scales go instead (int8 and mixed packages take max-based weight scales).
@@ -207,6 +233,7 @@ _SEARCHED_SCALES: dict[str, str] = {
     "tflite": "not used by the package; --precision w8a8 builds a static int8 encoder with the recipe's scales "
               "(converters/tflite_w8a8.py)",
     "coreml": "not used by the package; --precision w8a8 converts the recipe's scales into quantize/dequantize ops",
+    "coreai": "not used: Core AI has no export of the Q-TinySAM recipe; --precision w8a8-opt calibrates with coreai-opt",
 }
 
 
@@ -245,6 +272,8 @@ _APPLIED_W8A8: dict[str, dict[str, str]] = {
 
 def applied_precision(plan: dict, target: str) -> dict:
     """What the `target` files hold under `plan` (for the manifest), per weights/activations."""
+    if plan.get("name") in CORE_AI_PLANS:
+        return {"weights": plan["weights"], "activations": plan["activations"]}
     if plan.get("activations") == "int8":
         return dict(_APPLIED_W8A8[target])
     if plan.get("weights") != "int8":

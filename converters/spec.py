@@ -11,20 +11,30 @@ from dataclasses import asdict, dataclass
 
 from tinysam.config import ModelConfig
 
-TARGETS: tuple[str, ...] = ("onnx", "tflite", "coreml")
-PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8", "mixed", "w8a8")
+TARGETS: tuple[str, ...] = ("onnx", "tflite", "coreml", "coreai")
+PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8", "mixed", "w8a8", "palette4", "palette6", "w8a8-opt")
+# Which precisions each target exports. `palette4` / `palette6` (k-means palettized weights) and
+# `w8a8-opt` (coreai-opt's own calibrated int8 weights and activations) exist only for Core AI; the
+# Q-TinySAM recipe (`w8a8`) has no Core AI export.
+TARGET_PRECISIONS: dict[str, tuple[str, ...]] = {
+    "onnx": ("fp32", "fp16", "int8", "mixed", "w8a8"),
+    "tflite": ("fp32", "fp16", "int8", "mixed", "w8a8"),
+    "coreml": ("fp32", "fp16", "int8", "mixed", "w8a8"),
+    "coreai": ("fp32", "fp16", "int8", "mixed", "palette4", "palette6", "w8a8-opt"),
+}
 DECODER_K: tuple[int, ...] = (1, 16)  # prompts per decoder call
 N_SLOTS: int = 8  # point slots per prompt; unused slots carry label -2
 # Decoder inputs a model without mask input (config.supports_mask_input False) does not have.
 MASK_INPUTS: tuple[str, ...] = ("mask_input", "has_mask_input")
 FORMAT_VERSION = 1
 
-EXTENSIONS = {"onnx": "onnx", "tflite": "tflite", "coreml": "mlpackage"}
+EXTENSIONS = {"onnx": "onnx", "tflite": "tflite", "coreml": "mlpackage", "coreai": "aimodel"}
 
 MIN_OS = {
     "onnx": "onnxruntime>=1.17 (Android 7 / API 24, iOS 15)",
     "tflite": "LiteRT 2.x (Android 8 / API 26, iOS 15)",
     "coreml": "iOS 18 / macOS 15 (mlprogram; multifunction decoder)",
+    "coreai": "iOS 27 / macOS 27 (Core AI .aimodel, compatibility version 27.0)",
 }
 
 # Parity gates per precision. The mask-IoU mean (masks at logit threshold 0) is the gate the
@@ -35,6 +45,12 @@ PARITY_THRESHOLDS: dict[str, dict[str, float]] = {
     "int8": {"mask_iou_mean": 0.95},
     "mixed": {"mask_iou_mean": 0.95},
     "w8a8": {"mask_iou_mean": 0.90},
+    # Core AI only (coreai-opt). Measured at 128 px, trained TinySAM, 2 bundled photos: see
+    # docs/coreai.md. Palettized weights are far from float by design; their export is held to the
+    # fake-quant model (CORE_AI_FAKE_QUANT_THRESHOLDS), which is the tight gate.
+    "palette6": {"mask_iou_mean": 0.90},
+    "palette4": {"mask_iou_mean": 0.75},
+    "w8a8-opt": {"mask_iou_mean": 0.85},
 }
 # W8A8 packages are also checked against the recipe's fake-quant model of their int8 layers
 # (`converters.w8a8.package_reference`), per target: the export must reproduce the quantization, not
@@ -47,6 +63,10 @@ FAKE_QUANT_THRESHOLDS: dict[str, dict[str, float]] = {
     "coreml": {"mask_iou_mean": 0.95},
     "tflite": {"mask_iou_mean": 0.92},
 }
+# Every compressed Core AI package (int8, mixed, palette4/6, w8a8-opt) is also checked against its own
+# fake-quant model (coreai-opt's prepared torch model): the runtime must reproduce the compression,
+# not only stay near float (measured: see docs/coreai.md).
+FAKE_QUANT_THRESHOLDS["coreai"] = {"mask_iou_mean": 0.99, "embedding_rel_error": 1e-3}
 
 LABEL_MEANINGS = {
     "-2": "empty slot (removed from attention)",
@@ -81,6 +101,19 @@ def check_choice(kind: str, value: str, choices: tuple[str, ...]) -> str:
     return value
 
 
+def check_target_precision(target: str, precision: str) -> None:
+    """Refuse a precision the target does not export, naming the targets that do."""
+    if precision not in TARGET_PRECISIONS[target]:
+        have = [t for t in TARGETS if precision in TARGET_PRECISIONS[t]]
+        raise ValueError(f"target {target} has no precision {precision!r} (it exports: "
+                         f"{', '.join(TARGET_PRECISIONS[target])}); {precision} is exported by: {', '.join(have)}")
+
+
+def targets_for(precision: str, targets: list[str]) -> list[str]:
+    """The targets of an `all` request that export `precision`."""
+    return [t for t in targets if precision in TARGET_PRECISIONS[t]]
+
+
 def parse_targets(text: str | list[str] | tuple[str, ...]) -> list[str]:
     """'coreml,tflite' / 'all' / ['onnx'] -> ordered, de-duplicated list of targets."""
     items = text.split(",") if isinstance(text, str) else list(text)
@@ -108,6 +141,7 @@ class ExportSpec:
     def __post_init__(self) -> None:
         check_choice("target", self.target, TARGETS)
         check_choice("precision", self.precision, PRECISIONS)
+        check_target_precision(self.target, self.precision)
 
     # --- sizes ---------------------------------------------------------------------------
     @property
@@ -148,11 +182,11 @@ class ExportSpec:
 
     def decoder_variants(self) -> dict[int, dict[str, str | None]]:
         """K -> {"file", "signature"}: LiteRT keeps all K as signatures of one file, CoreML as
-        functions (``decoder_k{K}``) of one multifunction package; ONNX has one file per K."""
+        functions (``decoder_k{K}``) of one multifunction package (so does Core AI); ONNX has one file per K."""
         if self.target == "tflite":
             return {k: {"file": "decoder.tflite", "signature": f"k{k}"} for k in DECODER_K}
-        if self.target == "coreml":
-            return {k: {"file": "decoder.mlpackage", "signature": f"decoder_k{k}"} for k in DECODER_K}
+        if self.target in ("coreml", "coreai"):
+            return {k: {"file": f"decoder.{self.ext}", "signature": f"decoder_k{k}"} for k in DECODER_K}
         return {k: {"file": f"decoder_k{k}.{self.ext}", "signature": None} for k in DECODER_K}
 
     def model_files(self) -> list[str]:

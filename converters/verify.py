@@ -71,7 +71,8 @@ def _verify_dir(path: Path, checkpoint: str | Path | None, parity: bool, calibra
     model, got = load_model(info["name"], checkpoint, info["config"]["image_size"], seed=info.get("seed") or 0)
     if info.get("checkpoint_sha256") and got["checkpoint_sha256"] != info["checkpoint_sha256"]:
         raise ValueError("checkpoint sha256 does not match the one the package was built from")
-    report = check_parity(model, path, manifest, calibration, fake_quant=_w8a8_reference(model, path, manifest))
+    fake_quant = _w8a8_reference(model, path, manifest) or _coreai_reference(model, manifest, calibration)
+    report = check_parity(model, path, manifest, calibration, fake_quant=fake_quant)
     result["parity"] = report
     result["ok"] = report["passed"]
     return result
@@ -87,6 +88,18 @@ def _w8a8_reference(model, path: Path, manifest: dict):  # noqa: ANN001, ANN202
     if scales.name != SCALES_FILE or not scales.is_file():
         raise ValueError(f"w8a8 package without its {SCALES_FILE}")
     return package_reference(qmodel_from_scales(model, scales.read_bytes()), manifest["precision_plan"]["layers"])
+
+
+def _coreai_reference(model, manifest: dict, calibration: str | Path | None):  # noqa: ANN001, ANN202
+    """Compressed Core AI packages: coreai-opt's fake-quant model, rebuilt with the package's plan
+    (deterministic compression; W8A8 calibrates on the same images as at build time); else None."""
+    if manifest.get("target") != "coreai":
+        return None
+    from converters.api import fake_quant_reference
+    from converters.spec import ExportSpec
+
+    spec = ExportSpec(model.config, "coreai", manifest["precision"])
+    return fake_quant_reference(model, spec, manifest.get("precision_plan", {}), calibration)
 
 
 def describe_package(path: str | Path) -> dict:

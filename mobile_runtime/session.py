@@ -94,7 +94,8 @@ class Session:
         self.always_multimask = bool(pr.get("always_multimask", False))
         self.supports_mask_input = bool(pr.get("supports_mask_input", True))
         self.max_points = pr.get("max_points")
-        kind = {"onnx": "onnx", "tflite": "tflite", "litert": "tflite", "coreml": "coreml"}.get(manifest["target"])
+        kind = {"onnx": "onnx", "tflite": "tflite", "litert": "tflite", "coreml": "coreml",
+                "coreai": "coreai"}.get(manifest["target"])
         if kind is None:
             raise ValueError(f"unknown package target {manifest['target']!r}")
         enc = manifest["models"]["encoder"]

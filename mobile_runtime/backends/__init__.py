@@ -6,7 +6,8 @@ with their scale / zero point, quantized outputs dequantized), so callers always
 float32 / integer numpy arrays.
 
 Kinds: "onnx" (onnxruntime), "tflite" (ai_edge_litert), "coreml" (coremltools `MLModel` on macOS,
-the bundled numpy emulator of the mlpackage elsewhere).
+the bundled numpy emulator of the mlpackage elsewhere), "coreai" (Apple's Core AI runtime from coreai-core,
+imported only when a `.aimodel` is opened).
 
 `signature` names one entry point of a multi-entry file: a LiteRT signature (`k16`) or a function
 of a multifunction CoreML package (`decoder_k16`); an unknown name fails with the available names.
@@ -20,7 +21,7 @@ from typing import Protocol
 
 import numpy as np
 
-KINDS = ("onnx", "tflite", "coreml")
+KINDS = ("onnx", "tflite", "coreml", "coreai")
 
 
 class Model(Protocol):
@@ -68,6 +69,10 @@ def open_model(path: str | Path, kind: str, num_threads: int = 2, signature: str
         return LiteRTModel(path, num_threads=num_threads, signature=signature)
     if kind == "coreml":
         return _open_coreml(path, signature)
+    if kind == "coreai":
+        from .coreai_backend import CoreAIModel
+
+        return CoreAIModel(path, signature=signature)
     raise ValueError(f"unknown backend kind {kind!r}; choose one of {', '.join(KINDS)}")
 
 
