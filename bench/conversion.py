@@ -77,9 +77,13 @@ def run_conversions(model: str, targets: list[str], precisions: list[str], out_d
                     image_size: int | None, checkpoint: str | None, verify: bool, log_dir: Path,
                     timeout_s: float = 3600.0, progress=None, untrained: bool = False) -> dict:  # noqa: ANN001
     """Conversion suite: one subprocess per target and precision, in order."""
+    from converters.spec import TARGET_PRECISIONS
+
     rows = []
     for target in targets:
         for precision in precisions:
+            if precision not in TARGET_PRECISIONS[target]:
+                continue  # e.g. palette4 exists only for Core AI, the Q-TinySAM w8a8 not for Core AI
             if progress:
                 progress(f"converting {model} -> {target}/{precision}")
             cmd = child_command(model, target, precision, out_dir, image_size, checkpoint, verify, untrained)

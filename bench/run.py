@@ -21,8 +21,8 @@ from bench import report
 ROOT = Path(__file__).resolve().parents[1]
 SUITES = ("conversion", "sizes", "peak", "latency", "accuracy", "everything", "ptq")
 DEFAULT_SUITES = SUITES[:-1]  # ptq (bench/ptq.py) builds its own packages: run it by name
-ALL_TARGETS = ("onnx", "tflite", "coreml")
-ALL_PRECISIONS = ("fp32", "fp16", "int8", "mixed", "w8a8")
+ALL_TARGETS = ("onnx", "tflite", "coreml", "coreai")
+ALL_PRECISIONS = ("fp32", "fp16", "int8", "mixed", "w8a8", "palette4", "palette6", "w8a8-opt")
 
 
 @dataclass
