@@ -70,9 +70,9 @@ def open_model(path: str | Path, kind: str, num_threads: int = 2, signature: str
     if kind == "coreml":
         return _open_coreml(path, signature)
     if kind == "coreai":
-        from .coreai_backend import CoreAIModel
+        from .coreai_backend import open_coreai
 
-        return CoreAIModel(path, signature=signature)
+        return open_coreai(path, num_threads, signature)
     raise ValueError(f"unknown backend kind {kind!r}; choose one of {', '.join(KINDS)}")
 
 

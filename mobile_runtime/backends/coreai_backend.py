@@ -186,3 +186,8 @@ def _numpy_dtype(name: str) -> np.dtype:
     if key not in table:
         raise ValueError(f"Core AI input dtype {name!r} is not supported; known: {', '.join(table)}")
     return np.dtype(table[key])
+
+
+def open_coreai(path: str | Path, num_threads: int = 1, signature: str | None = None) -> CoreAIModel:  # noqa: ARG001
+    """Open one function of a Core AI asset (`num_threads` is ignored: the Linux runtime is single-threaded)."""
+    return CoreAIModel(path, signature=signature)
