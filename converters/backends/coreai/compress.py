@@ -148,7 +148,7 @@ def calibration_tensors(model: nn.Module, calibration: str | Path | None, n: int
     """Preprocessed encoder inputs [1,3,S,S] of the first `n` calibration images (bundled photos by default)."""
     from tinysam.quant.calibrate import load_calibration_images, make_samples
 
-    return [s.x for s in make_samples(model, load_calibration_images(calibration, n))]
+    return [s.image for s in make_samples(model, load_calibration_images(calibration, n))]
 
 
 _CACHE: dict[tuple, CompressedModel] = {}
