@@ -122,8 +122,17 @@ def _finalize(compressor, prepared: nn.Module) -> tuple[nn.Module, nn.Module]:  
     """(finalized module for Core AI, fake-quant copy of the prepared module)."""
     from coreai_opt import ExportBackend
 
-    reference = copy.deepcopy(prepared).eval()
-    return compressor.finalize(prepared, backend=ExportBackend.CoreAI).eval(), reference
+    reference = _in_eval(copy.deepcopy(prepared))
+    return _in_eval(compressor.finalize(prepared, backend=ExportBackend.CoreAI)), reference
+
+
+def _in_eval(module: nn.Module) -> nn.Module:
+    """`module` in eval mode. Graph-mode (PT2E) modules override `eval()` (it returns None there and
+    their observers/fake-quant state is set by coreai-opt), so they are returned as they are."""
+    if isinstance(module, torch.fx.GraphModule):
+        return module
+    module.eval()
+    return module
 
 
 def _weight_only(module: nn.Module, precision: str, args: tuple, skip: list[str]) -> tuple[nn.Module, nn.Module]:
