@@ -63,6 +63,7 @@ class FakeQuantSam(nn.Module):
     def __init__(self, encoder: nn.Module, decoder: nn.Module, config) -> None:  # noqa: ANN001
         super().__init__()
         self.encoder, self.decoder, self.config = encoder, decoder, config
+        self.training = False  # the parts are in eval mode already (see `_in_eval`); never switch them
 
     def encode_image(self, x: torch.Tensor) -> torch.Tensor:
         """Image [1,3,S,S] -> embedding, through the fake-quant encoder."""
@@ -204,7 +205,7 @@ def compressed_model(model: nn.Module, spec: ExportSpec, plan: dict, calibration
                                  if precision in PALETTE_BITS else "QuantizerConfig.presets.w8() eager")
         say(f"coreai: compressing the decoder ({dec_precision}, coreai-opt)")
         dec_final, dec_fq = _weight_only(dec, dec_precision, decoder_sample(spec, 1), skip_dec)
-    out = CompressedModel(precision, enc_final, dec_final, FakeQuantSam(enc_fq, dec_fq, model.config).eval(),
+    out = CompressedModel(precision, enc_final, dec_final, FakeQuantSam(enc_fq, dec_fq, model.config),
                           [f"encoder: {n}" for n in skip_enc] + [f"decoder: {n}" for n in skip_dec], recipe,
                           time.perf_counter() - start)
     _CACHE.clear()  # one model at a time: the compressed copies are as large as the model
