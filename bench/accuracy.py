@@ -115,7 +115,9 @@ def run_accuracy(model, packages: list[Path], n_images: int, image_size: int, th
         except Exception as exc:  # noqa: BLE001 - report the broken variant, keep the rest
             skipped.append({"package": name, "reason": str(exc).splitlines()[0] if str(exc) else repr(exc)})
             continue
-        label = {"onnx": "onnxruntime", "tflite": "litert", "coreml": "coreml-emulator"}[manifest["target"]]
+        from bench.latency import backend_label
+
+        label = backend_label(manifest["target"])
         rows.append({"backend": label, "precision": manifest["precision"], "package": name, **summarize(res, ref)})
     return {"data": data, "images": len(samples), "image_size": image_size, "rows": rows, "skipped": skipped,
             "protocol": "1/3 simulated clicks (evaluation.clicks), box = GT box; best of 3 by predicted IoU"}

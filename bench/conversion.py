@@ -77,12 +77,12 @@ def run_conversions(model: str, targets: list[str], precisions: list[str], out_d
                     image_size: int | None, checkpoint: str | None, verify: bool, log_dir: Path,
                     timeout_s: float = 3600.0, progress=None, untrained: bool = False) -> dict:  # noqa: ANN001
     """Conversion suite: one subprocess per target and precision, in order."""
-    from converters.spec import TARGET_PRECISIONS
+    from converters.backends import get_backend
 
     rows = []
     for target in targets:
         for precision in precisions:
-            if precision not in TARGET_PRECISIONS[target]:
+            if precision not in get_backend(target).capabilities.precisions:
                 continue  # e.g. palette4 exists only for Core AI, the Q-TinySAM w8a8 not for Core AI
             if progress:
                 progress(f"converting {model} -> {target}/{precision}")
@@ -107,11 +107,12 @@ def _child(argv: list[str] | None = None) -> int:
     from converters.logs import quiet_logs
 
     quiet_logs()
-    from converters.api import ParityError, convert
+    from converters import ConvertOptions, ParityError, convert
 
     try:
-        res = convert(a.model, a.checkpoint, a.target, a.precision, a.out, verify=not a.no_verify,
-                      image_size=a.image_size, untrained=a.untrained)[0]
+        res = convert(a.model, ConvertOptions(targets=a.target, precision=a.precision, out_dir=a.out,
+                                              checkpoint=a.checkpoint, verify=not a.no_verify,
+                                              image_size=a.image_size, untrained=a.untrained))[0]
     except (ParityError, ValueError) as exc:
         print(MARKER + json.dumps({"error": str(exc).splitlines()[0]}), flush=True)
         return 1

@@ -81,11 +81,12 @@ def min_best_match(masks: list[np.ndarray], targets: list[np.ndarray]) -> float:
 def run_case(model, info: dict, image: np.ndarray, params: dict, high: float, repeats: int, label: str) -> dict:
     """Dense runtime, hierarchical reference and hierarchical runtime on one model and image."""
     from converters.api import build_package
+    from converters.options import ConvertOptions
     from mobile_runtime import EverythingGenerator, load_package
     from tinysam import SamHierarchicalMaskGenerator
 
     with tempfile.TemporaryDirectory() as tmp:
-        pkg = build_package(model, info, "onnx", "fp32", Path(tmp), verify=False).path
+        pkg = build_package(model, info, "onnx", ConvertOptions(precision="fp32", out_dir=Path(tmp), verify=False)).path
         session = load_package(pkg)
         runs = {
             "dense_runtime": (EverythingGenerator(session, mode="dense", **params), "runtime"),
@@ -161,7 +162,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "everything_speed.json")
     args = ap.parse_args(argv)
 
-    from test_rt_vs_reference import _oracle, structured_tinysam  # the tests' weight edit and image
+    from test_rt_vs_reference import load_oracle, structured_tinysam  # the tests' weight edit and image
 
     from converters.api import load_model
 
@@ -171,7 +172,7 @@ def main(argv: list[str] | None = None) -> dict:
     else:
         model, info = structured_tinysam(args.image_size)
         s = args.image_size
-        out = run_case(model, info, _oracle().block_image(s * 3 // 4, s, seed=0), PARAMS, HIGH, args.repeats,
+        out = run_case(model, info, load_oracle().block_image(s * 3 // 4, s, seed=0), PARAMS, HIGH, args.repeats,
                        "tinysam (seeded, decoder edited as in tests/mobile_runtime/test_rt_vs_reference.py)")
     out["machine"] = machine
     from tinysam.defaults import resolve_default_weights

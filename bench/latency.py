@@ -17,23 +17,30 @@ from pathlib import Path
 import numpy as np
 
 from bench.timing import time_fn
+from mobile_runtime.package_format import LABEL
 
 DECODER_ROLES = ("image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input")
+# How the bench tables name each target's runtime; a target without a label here shows its own name.
 BACKEND_LABEL = {"onnx": "onnxruntime", "tflite": "litert", "coreml": "coreml-emulator",
                  "coreai": "coreai-linux-cpu"}
 CORE_AI_RUNS = (1, 3)  # warm-up, timed runs of the (slow, correctness-only) Linux Core AI runtime
 
 
+def backend_label(target: str) -> str:
+    """Bench label of the runtime that runs `target` packages."""
+    return BACKEND_LABEL.get(target, target)
+
+
 def make_inputs(image_size: int, embed: int, slots: int = 8, seed: int = 0) -> dict:
     """Seeded encoder input and decoder prompts for K in {1, 16}: one positive point + SAM's pad point,
-    the other slots empty (-2), as the runtime assembles a single click."""
+    the other slots empty (`LABEL.EMPTY_SLOT`), as the runtime assembles a single click."""
     rng = np.random.default_rng(seed)
     image = rng.standard_normal((1, 3, image_size, image_size)).astype(np.float32)
     prompts = {}
     for k in (1, 16):
         coords = np.zeros((k, slots, 2), np.float32)
         coords[:, 0] = rng.uniform(0, image_size, (k, 2))
-        labels = np.full((k, slots), -2.0, np.float32)
+        labels = np.full((k, slots), float(LABEL.EMPTY_SLOT), np.float32)
         labels[:, 0], labels[:, 1] = 1.0, -1.0
         low = 4 * embed
         prompts[k] = {"point_coords": coords, "point_labels": labels,
@@ -109,7 +116,7 @@ def package_rows(package: Path, inputs: dict, refs: dict, warmup: int, repeats: 
         t = time_fn(lambda d=dm, f=dfeed: d.run(f), w, n)
         rows.append({"part": f"decoder_k{k}", **t, "rel_error": rel_error(low, refs[f"decoder_k{k}"])})
     for r in rows:
-        r.update(backend=BACKEND_LABEL[kind], precision=precision, correctness_only=emulated or linux_coreai,
+        r.update(backend=backend_label(kind), precision=precision, correctness_only=emulated or linux_coreai,
                  package=Path(package).name)
     return rows
 

@@ -40,8 +40,8 @@ VARIANTS = {"fc_conv": (("FULLY_CONNECTED", *CONV), ()),
 def _int8(src: Path, dst: Path, ops: tuple[tuple[str, ...], tuple[str, ...]], samples: list[dict]) -> None:
     from ai_edge_quantizer import qtyping, quantizer, recipe_manager
 
-    from converters.tflite_export import quiet
-    from converters.tflite_int8_moves import move_int8_data
+    from converters.backends.litert.int8_moves import move_int8_data
+    from converters.logs import quiet
 
     rm = recipe_manager.RecipeManager()
     static, dynamic = ops
@@ -68,9 +68,9 @@ def _latency(path: Path, x: np.ndarray, threads: int, warmup: int, repeats: int)
 def run(image_size: int = 1024, threads: int = 2, warmup: int = 2, repeats: int = 6, say=print) -> dict:  # noqa: ANN001
     """Build the float and int8 variants, time them; the result dict."""
     from converters.api import load_model
+    from converters.backends.litert.compact import compact_tflite_biases
+    from converters.backends.litert.export import float_encoder
     from converters.spec import ExportSpec
-    from converters.tflite_compact import compact_tflite_biases
-    from converters.tflite_export import float_encoder
     from tinysam.defaults import find_default_weights
 
     found = find_default_weights("tinysam")  # trained weights: a seeded model's zero attention biases fold away

@@ -11,8 +11,9 @@ def variant_points(latency: dict | None, sizes: dict | None, accuracy: dict | No
     if not accuracy:
         return []
     enc = {(r["backend"], r["precision"]): r for r in (latency or {}).get("rows", []) if r["part"] == "encoder"}
-    label = {"onnx": "onnxruntime", "tflite": "litert", "coreml": "coreml-emulator"}
-    size = {(label[r["target"]], r["precision"]): r["model_bytes"] for r in (sizes or {}).get("rows", [])}
+    from bench.latency import backend_label
+
+    size = {(backend_label(r["target"]), r["precision"]): r["model_bytes"] for r in (sizes or {}).get("rows", [])}
     if torch_bytes:
         size[("torch", "fp32")] = torch_bytes
     pts = []

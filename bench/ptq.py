@@ -30,9 +30,9 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.timing import median, time_fn  # noqa: E402 - after the path fix above
+from mobile_runtime.package_format import TARGETS  # noqa: E402
 
-TARGETS = ("onnx", "tflite", "coreml")
-PRECISIONS = ("fp32", "fp16", "int8", "w8a8", "mixed")
+PRECISIONS = ("fp32", "fp16", "int8", "w8a8", "mixed")  # the order of the PTQ tables
 FIRST_HELD_OUT = 8  # bundled photos 0..5 calibrate/measure the mixed plan; evaluation starts after them
 K = 16
 GOAL = {"size_ratio_max": 0.30, "speedup_min": 2.0, "iou_drop_max": 0.01}
@@ -74,15 +74,15 @@ class PackageRunner:
 
     def encode(self, x: np.ndarray) -> np.ndarray:
         """Image embedding."""
-        from converters.parity import _run
+        from converters.parity import run_entry
 
-        return _run(self.encoder, self.enc_entry, {"image": x})["image_embeddings"]
+        return run_entry(self.encoder, self.enc_entry, {"image": x})["image_embeddings"]
 
     def decode(self, emb: np.ndarray, feeds: dict) -> np.ndarray:
         """Low-res mask logits [K, 4, 4E, 4E]."""
-        from converters.parity import _run
+        from converters.parity import run_entry
 
-        return _run(self.decoder, self.dec_entry, {"image_embeddings": emb.astype(np.float32), **feeds})["low_res_masks"]
+        return run_entry(self.decoder, self.dec_entry, {"image_embeddings": emb.astype(np.float32), **feeds})["low_res_masks"]
 
 
 def measure(runner, model, spec, images: list, threads: int, repeats: int, latency: bool) -> dict:  # noqa: ANN001
@@ -125,6 +125,7 @@ def run_ptq(model_name: str = "tinysam", image_size: int = 1024, targets: tuple[
     import torch
 
     from converters.api import build_package, dir_size, load_model
+    from converters.options import ConvertOptions
     from converters.spec import ExportSpec
 
     say = progress or (lambda m: None)
@@ -183,8 +184,9 @@ def run_ptq(model_name: str = "tinysam", image_size: int = 1024, targets: tuple[
         path = root / ExportSpec(model.config, target, precision).package_name
         if not (path / "manifest.json").is_file():
             p, extra = mixed_plan_for_package() if precision == "mixed" else (None, None)
-            path = build_package(model, info, target, precision, root, verify=False, progress=say,
-                                 plan=p, extra_files=extra, qmodel=qmodel() if precision == "w8a8" else None).path
+            options = ConvertOptions(precision=precision, out_dir=root, verify=False)
+            path = build_package(model, info, target, options, say, plan=p, extra_files=extra,
+                                 qmodel=qmodel() if precision == "w8a8" else None).path
         runner = PackageRunner(path, threads)
         pp = runner.manifest["precision_plan"]
         if precision == "mixed" and "measured" in pp:

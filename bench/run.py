@@ -17,12 +17,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from bench import report
+from mobile_runtime.package_format import PRECISIONS, TARGETS
 
 ROOT = Path(__file__).resolve().parents[1]
 SUITES = ("conversion", "sizes", "peak", "latency", "accuracy", "everything", "ptq")
 DEFAULT_SUITES = SUITES[:-1]  # ptq (bench/ptq.py) builds its own packages: run it by name
-ALL_TARGETS = ("onnx", "tflite", "coreml", "coreai")
-ALL_PRECISIONS = ("fp32", "fp16", "int8", "mixed", "w8a8", "palette4", "palette6", "w8a8-opt")
+ALL_TARGETS = TARGETS  # the package format's targets (every registered runtime)
+ALL_PRECISIONS = PRECISIONS
 
 
 @dataclass
@@ -136,6 +137,8 @@ def run_everything(cfg: BenchConfig, size: int, say) -> dict:  # noqa: ANN001
         return {"skipped": f"bench/everything_speed.py not available ({exc})"}
     if not callable(getattr(ev, "main", None)):
         return {"skipped": "bench/everything_speed.py has no main(argv)"}
+    if not (Path(ev.ROOT) / "tests" / "mobile_runtime" / "test_rt_vs_reference.py").is_file():
+        return {"skipped": "the everything-mode case uses the test oracle of a source checkout (tests/ is not installed)"}
     argv = ["--image-size", str(min(cfg.image_size, 512)), "--student-size", str(size),
             "--repeats", str(min(cfg.repeats, 3)),
             "--out", str(Path(cfg.out_dir) / "everything_speed.json")]

@@ -42,14 +42,16 @@ def convert_cmd(model_name, checkpoint, image_size, target, precision, calibrati
     from converters.logs import quiet_logs
 
     quiet_logs()
-    from converters.api import convert
+    from converters import ConvertOptions, convert
 
     def progress(msg: str) -> None:
         click.echo(f"  {msg}", err=True)
 
     try:
-        results = convert(model_name, checkpoint, target, precision, out, calibration, not no_verify,
-                          image_size, zip_, progress, mixed_plan, max_iou_drop, max_size_mb)
+        options = ConvertOptions(targets=target, precision=precision, out_dir=out, checkpoint=checkpoint,
+                                 image_size=image_size, calibration=calibration, verify=not no_verify, zip=zip_,
+                                 mixed_plan=mixed_plan, max_iou_drop=max_iou_drop, max_size_mb=max_size_mb)
+        results = convert(model_name, options, progress)
     except ValueError as exc:
         raise UserError(str(exc).splitlines()[0]) from None
     for r in results:

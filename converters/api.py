@@ -1,4 +1,4 @@
-"""`convert(...)`: model -> verified deployment packages, one per target."""
+"""`convert(model_name, ConvertOptions(...))`: model -> verified deployment packages, one per target."""
 
 from __future__ import annotations
 
@@ -9,17 +9,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from converters.options import ConvertOptions
 from converters.package import MANIFEST, AtomicPackage, build_manifest, hash_tree, sha256_file
-from converters.precision import MIXED_PLANS, applied_precision, precision_plan, resolve_mixed_plan
+from converters.precision import PrecisionPlan, applied_precision, precision_plan, resolve_mixed_plan
 from converters.readme import render_readme
-from converters.spec import (
-    PRECISIONS,
-    ExportSpec,
-    check_choice,
-    check_target_precision,
-    parse_targets,
-    targets_for,
-)
+from converters.spec import ExportSpec
+from mobile_runtime.package_format import Manifest
 
 if TYPE_CHECKING:
     import torch
@@ -42,24 +37,6 @@ class PackageResult:
     zip_path: Path | None = None
 
 
-def _exporter(target: str) -> Callable:
-    if target == "onnx":
-        from converters.onnx_export import export_onnx
-
-        return export_onnx
-    if target == "tflite":
-        from converters.tflite_export import export_tflite
-
-        return export_tflite
-    if target == "coreai":
-        from converters.backends.coreai.export import export_coreai
-
-        return export_coreai
-    from converters.coreml_export import export_coreml
-
-    return export_coreml
-
-
 def dir_size(path: Path) -> int:
     """Total bytes of the files under `path` (or of the file itself)."""
     path = Path(path)
@@ -79,26 +56,13 @@ def load_model(model_name: str, checkpoint: str | Path | None, image_size: int |
     return model.eval(), info
 
 
-def fake_quant_reference(model, spec: ExportSpec, plan: dict, calibration: str | Path | None = None,
-                         progress: Callable[[str], None] | None = None):  # noqa: ANN001, ANN201
-    """The fake-quant model a compressed Core AI package is also gated against (coreai-opt's prepared
-    model; compressing here also prepares what the export converts); None for the other packages."""
-    from converters.backends.coreai.compress import COMPRESSED
-
-    if spec.target != "coreai" or spec.precision not in COMPRESSED:
-        return None
-    from converters.backends.coreai.compress import compressed_model
-
-    return compressed_model(model, spec, plan, calibration, progress).fake_quant
-
-
-def build_package(model, model_info: dict, target: str, precision: str, out_dir: Path, verify: bool = True,
-                  zip_: bool = False, progress: Callable[[str], None] | None = None,
-                  calibration: str | Path | None = None, plan: dict | None = None,
+def build_package(model, model_info: dict, target: str, options: ConvertOptions,
+                  progress: Callable[[str], None] | None = None, *, plan: dict | PrecisionPlan | None = None,
                   extra_files: dict[str, bytes] | None = None, qmodel: torch.nn.Module | None = None) -> PackageResult:
-    """Export, check parity and atomically write one package; raises ParityError on a failed gate.
+    """Export, check parity and atomically write one package of `target`; raises ParityError on a failed gate.
 
-    Parity runs on 2 bundled photos, or on the first images of `calibration` when given.
+    From `options`: precision, out_dir, verify, zip, calibration (parity runs on 2 bundled photos, or
+    on the first images of `calibration` when given).
     `plan` overrides the precision's built-in plan (a measured mixed plan); `extra_files`
     (name -> bytes, e.g. the sensitivity plot) are written into the package and hashed.
     `precision="w8a8"`: `qmodel` is the recipe's calibrated fake-quant model (`converters.w8a8.recipe_qmodel`,
@@ -106,9 +70,11 @@ def build_package(model, model_info: dict, target: str, precision: str, out_dir:
     parity also gates against its fake-quant model of the package's int8 layers.
     """
     say = progress or (lambda msg: None)
+    precision, calibration = options.precision, options.calibration
     spec = ExportSpec(model.config, target, precision)
-    plan = dict(plan) if plan is not None else precision_plan(precision)
-    plan["applied"] = applied_precision(plan, target)
+    if not isinstance(plan, PrecisionPlan):
+        plan = PrecisionPlan.from_dict(plan if plan is not None else precision_plan(precision), precision)
+    plan = plan.with_data(applied=applied_precision(plan, spec.target))
     start = time.perf_counter()
     reference = None
     if precision == "w8a8":
@@ -116,8 +82,8 @@ def build_package(model, model_info: dict, target: str, precision: str, out_dir:
 
         qmodel = qmodel if qmodel is not None else recipe_qmodel(model, calibration, progress=say)
         extra_files = {**(extra_files or {}), SCALES_FILE: scales_json(qmodel)}
-    final = Path(out_dir) / spec.package_name
-    with AtomicPackage(final, zip_=zip_) as pkg:
+    final = Path(options.out_dir) / spec.package_name
+    with AtomicPackage(final, zip_=options.zip) as pkg:
         for name, data in (extra_files or {}).items():
             if Path(name).name != name:
                 raise ValueError(f"extra package file {name!r} must be a plain file name")
@@ -127,39 +93,38 @@ def build_package(model, model_info: dict, target: str, precision: str, out_dir:
             from converters.w8a8_export import export_w8a8
 
             models, layers = export_w8a8(qmodel, spec, pkg.dir, plan, pkg.dir.parent / "work", say, calibration)
-            plan = {**w8a8_plan(qmodel, layers, target), "applied": plan["applied"]}
+            plan = PrecisionPlan.from_dict({**w8a8_plan(qmodel, layers, spec.target), "applied": plan.data["applied"]},
+                                           precision)
             reference = package_reference(qmodel, layers)
         else:
-            reference = fake_quant_reference(model, spec, plan, calibration, say)
-            models = _exporter(target)(model, spec, pkg.dir, plan, pkg.dir.parent / "work", progress=say)
-        draft = build_manifest(spec, model_info, models, plan, {}, hash_tree(pkg.dir))
+            if spec.backend.fake_quant is not None:  # the target's own compression: gate against its model too
+                reference = spec.backend.fake_quant(model, spec, plan, calibration, say)
+            models = spec.backend.export(model, spec, pkg.dir, plan, pkg.dir.parent / "work", say)
+        draft = build_manifest(spec, model_info, models, plan.to_dict(), {}, hash_tree(pkg.dir))
         parity: dict = {"skipped": True}
-        if verify:
-            say(f"{target}: checking parity with the reference")
+        if options.verify:
+            say(f"{spec.target}: checking parity with the reference")
             from converters.parity import check_parity
 
             parity = check_parity(model, pkg.dir, draft, calibration, fake_quant=reference)
             if not parity["passed"]:
                 raise ParityError(f"{spec.package_name} failed parity: " + "; ".join(parity["failures"]))
         (pkg.dir / "README.md").write_text(render_readme({**draft, "parity": parity}))
-        manifest = build_manifest(spec, model_info, models, plan, parity, hash_tree(pkg.dir))
+        manifest = build_manifest(spec, model_info, models, plan.to_dict(), parity, hash_tree(pkg.dir))
+        manifest = Manifest.from_dict(manifest).to_dict()  # written through the typed package format
         (pkg.dir / MANIFEST).write_text(json.dumps(manifest, indent=2))
         path = pkg.commit()
-    return PackageResult(target, precision, path, dir_size(path), time.perf_counter() - start, parity,
-                         pkg.zip_path if zip_ else None)
+    return PackageResult(spec.target, precision, path, dir_size(path), time.perf_counter() - start, parity,
+                         pkg.zip_path if options.zip else None)
 
 
-def convert(model_name: str, checkpoint: str | Path | None = None, targets: str | list[str] = "all",
-            precision: str = "fp32", out_dir: str | Path = "packages", calibration: str | Path | None = None,
-            verify: bool = True, image_size: int | None = None, zip: bool = False,  # noqa: A002
-            progress: Callable[[str], None] | None = None, mixed_plan: str = "auto",
-            max_iou_drop: float | None = None, max_size_mb: float | None = None,
-            untrained: bool = False) -> list[PackageResult]:
-    """Convert `model_name` to one package per target; each is parity-checked before it appears.
+def convert(model_name: str, options: ConvertOptions | None = None,
+            progress: Callable[[str], None] | None = None) -> list[PackageResult]:
+    """Convert `model_name` to one package per target of `options`; each is parity-checked before it appears.
 
-    Without `checkpoint`, the project's shipped trained weights for the model are used where they
-    exist (`tinysam.defaults`), else (or with `untrained`) a seeded untrained model that every output
-    marks as such.
+    Without `options.checkpoint`, the project's shipped trained weights for the model are used where they
+    exist (`tinysam.defaults`), else (or with `options.untrained`) a seeded untrained model that every
+    output marks as such.
 
     `calibration` (a directory of images): the parity check runs on its first (up to 4) images
     instead of the bundled photos. The int8/mixed packages quantize weights only.
@@ -175,28 +140,14 @@ def convert(model_name: str, checkpoint: str | Path | None = None, targets: str 
     `"auto"` (default) measures at input sizes up to 512 (about 1.5 min at 256 on 2 cores; 15 min at
     1024) or when a budget is given, else uses the fixed plan.
     """
-    check_choice("precision", precision, PRECISIONS)
-    check_choice("mixed plan", mixed_plan, MIXED_PLANS)
-    if precision != "mixed" and (max_iou_drop is not None or max_size_mb is not None):
-        raise ValueError("--max-iou-drop/--max-size apply only to --precision mixed")
-    if precision == "mixed" and mixed_plan == "fixed" and (max_iou_drop is not None or max_size_mb is not None):
-        raise ValueError("--max-iou-drop/--max-size apply only to the measured mixed plan")
-    if max_iou_drop is not None and max_size_mb is not None:
-        raise ValueError("give one mixed-plan budget: --max-iou-drop or --max-size, not both")
-    target_list = parse_targets(targets)
-    asked = targets.split(",") if isinstance(targets, str) else list(targets)
-    if "all" in [t.strip().lower() for t in asked]:
-        target_list = targets_for(precision, target_list)  # `all`: every target that exports this precision
-    for t in target_list:
-        check_target_precision(t, precision)
-    if calibration is not None and not Path(calibration).is_dir():
-        raise ValueError(f"calibration directory {calibration} does not exist")
+    options = (options or ConvertOptions()).check()
+    precision, calibration = options.precision, options.calibration
+    target_list = options.target_list()
     say = progress or (lambda msg: None)
     from tinysam.defaults import resolve_default_weights
 
-    if untrained and checkpoint is not None:
-        raise ValueError("give a checkpoint or ask for the untrained model, not both")
-    if not untrained:
+    checkpoint, image_size = options.checkpoint, options.image_size
+    if not options.untrained:
         checkpoint, image_size, _ = resolve_default_weights(model_name, checkpoint, image_size)
     say(f"building {model_name}" + (f" at {image_size}" if image_size else "")
         + (f" from {checkpoint}" if checkpoint else ""))
@@ -204,11 +155,11 @@ def convert(model_name: str, checkpoint: str | Path | None = None, targets: str 
     if not info["trained"]:
         say("note: no checkpoint given; using a seeded UNTRAINED model (masks are meaningless)")
     plan, extra = None, None
-    budget = max_iou_drop is not None or max_size_mb is not None
-    if precision == "mixed" and resolve_mixed_plan(mixed_plan, model.config.image_size, budget) == "measured":
+    if precision == "mixed" and resolve_mixed_plan(options.mixed_plan, model.config.image_size,
+                                                   options.budget_given) == "measured":
         from converters.mixed_plan import PLOT_FILE, measure_mixed_plan
 
-        measured = measure_mixed_plan(model, calibration, max_iou_drop, max_size_mb, progress=say)
+        measured = measure_mixed_plan(model, calibration, options.max_iou_drop, options.max_size_mb, progress=say)
         m = measured.plan["measured"]
         say(f"mixed plan: {len(measured.float_groups)} groups kept float, mask IoU drop {m['iou_drop']:.4f}, "
             f"~{m['size_mb']:.1f} MB weights ({measured.seconds:.0f} s)")
@@ -218,5 +169,5 @@ def convert(model_name: str, checkpoint: str | Path | None = None, targets: str 
         from converters.w8a8 import recipe_qmodel
 
         qmodel = recipe_qmodel(model, calibration, progress=say)
-    return [build_package(model, info, t, precision, Path(out_dir), verify, zip, say, calibration, plan, extra,
-                          qmodel) for t in target_list]
+    return [build_package(model, info, t, options, say, plan=plan, extra_files=extra, qmodel=qmodel)
+            for t in target_list]

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from converters.api import convert
+from converters.options import ConvertOptions
 
 
 def _mask_iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -65,8 +66,8 @@ def run_demo(out_dir: str | Path, model_name: str = "tinysam", checkpoint: str |
     if not trained:
         say("note: no trained weights for this model; the demo uses a seeded UNTRAINED model, "
             "so its masks are meaningless (the export path and the parity checks are still real)")
-    results = convert(model_name, checkpoint, targets, precision, out / "packages", image_size=image_size,
-                      progress=say)
+    results = convert(model_name, ConvertOptions(targets=targets, precision=precision, out_dir=out / "packages",
+                                                 checkpoint=checkpoint, image_size=image_size), say)
     h, w = image.shape[:2]
     point = np.array([w * 0.5, h * 0.5], dtype=np.float32)
     reference = _reference_mask(model_name, checkpoint, image_size, image, point)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
 import warnings
@@ -45,3 +47,12 @@ def quiet_logs() -> None:
     for name in ("coremltools", "torchao", "absl", "jax", "torch.utils._pytree"):
         logging.getLogger(name).setLevel(logging.ERROR)
 
+
+
+@contextlib.contextmanager
+def quiet():
+    """Silence the converters' progress chatter and harmless warnings inside the block (errors still raise)."""
+    buf = io.StringIO()
+    with warnings.catch_warnings(), contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
+        warnings.simplefilter("ignore")
+        yield

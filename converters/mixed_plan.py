@@ -9,7 +9,7 @@ budget holds (`tinysam.quant.mixed.measured_plan`). The result is a plan in the 
 What is fake-quantized mirrors what the packages hold (`mode`):
 - "weights" (default): int8 per-channel weights with max-based scales, activations at 16 bits
   (float for practical purposes): what the mixed packages of every target hold (int8 weights
-  stored, float compute; `converters.onnx_weight_only`, ai-edge-quantizer weight-only,
+  stored, float compute; `converters.backends.onnx.weight_only`, ai-edge-quantizer weight-only,
   coremltools `linear_quantize_weights`);
 - "w8a8": the full Q-TinySAM recipe (Hessian-guided scale search, static int8 activations,
   twin-uniform ranges), for W8A8 exports that take the recipe's scales.

@@ -17,6 +17,7 @@ import torch
 from converters.parity_data import ParityImage, load_parity_images, parity_prompts, prepare_image
 from converters.spec import FAKE_QUANT_THRESHOLDS, ExportSpec
 from converters.wrappers import sam_onnx_module
+from mobile_runtime.package_format import LABEL
 
 
 def mask_ious(a: np.ndarray, b: np.ndarray, threshold: float = 0.0) -> np.ndarray:
@@ -31,7 +32,8 @@ def _by_logical(entries: list[dict]) -> dict[str, str]:
     return {e.get("logical_name", e["name"]): e["name"] for e in entries}
 
 
-def _run(model, entry: dict, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def run_entry(model, entry: dict, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Run a runtime model with feeds keyed by tensor role; outputs keyed by role (the manifest `entry` maps them)."""
     names_in, names_out = _by_logical(entry["inputs"]), _by_logical(entry["outputs"])
     out = model.run({names_in[k]: v for k, v in feeds.items()})
     return {logical: out[name] for logical, name in names_out.items()}
@@ -54,11 +56,11 @@ def _package_outputs(model, spec: ExportSpec, enc: dict, dec: dict, encoder, dec
                      img: ParityImage) -> dict:
     """The package's outputs on one photo: embedding, every decoder variant on the fixed prompts
     (fed the package's own embedding), and the SAM-signature decoder's masks (ONNX)."""
-    emb = _run(encoder, enc, {"image": img.x.numpy()})["image_embeddings"]
+    emb = run_entry(encoder, enc, {"image": img.x.numpy()})["image_embeddings"]
     variants, prompts = [], 0
     for k, m in decoders.items():
         feeds = parity_prompts(model, spec, k, img.original_size, offset=prompts)
-        variants.append((k, feeds, _run(m, dec, {"image_embeddings": emb.astype(np.float32), **feeds})))
+        variants.append((k, feeds, run_entry(m, dec, {"image_embeddings": emb.astype(np.float32), **feeds})))
         prompts += k
     sam = _sam_onnx_outputs(model, sam_sess, emb, spec, img) if sam_sess is not None else None
     return {"embedding": emb, "variants": variants, "prompts": prompts, "sam": sam}
@@ -101,7 +103,8 @@ def check_parity(model: torch.nn.Module, package_dir: Path, manifest: dict, cali
     decoder variant runs on every photo with the package's own embedding. Missing photos raise.
 
     `fake_quant` (W8A8 packages): the recipe's fake-quant model of what the package holds
-    (`converters.w8a8.package_reference`); compressed Core AI packages: coreai-opt's fake-quant model. The package is then also compared with it, under the
+    (`converters.w8a8.package_reference`); packages of a target's own compression: its `Backend.fake_quant`
+    model (Core AI: coreai-opt's). The package is then also compared with it, under the
     target's `FAKE_QUANT_THRESHOLDS`, in `report["fake_quant"]`; both gates must pass.
     """
     from mobile_runtime.backends import open_model
@@ -124,8 +127,8 @@ def check_parity(model: torch.nn.Module, package_dir: Path, manifest: dict, cali
         fq_thresholds = dict(FAKE_QUANT_THRESHOLDS[spec.target])
         fq_failures = evaluate(fq_thresholds, fq_metrics)
         failures += [f"vs fake-quant: {f}" for f in fq_failures]
-        what = ("coreai-opt's fake-quant PyTorch model (prepared, before finalize) of the package's compression"
-                if spec.target == "coreai" else "the recipe's fake-quant PyTorch model of the package's int8 layers")
+        what = ("the recipe's fake-quant PyTorch model of the package's int8 layers" if spec.precision == "w8a8" else
+                f"the {spec.target} compressor's own fake-quant PyTorch model of the package's compression")
         report["fake_quant"] = {"reference": what,
                                 "metrics": fq_metrics, "thresholds": fq_thresholds, "passed": not fq_failures}
     report.update({"passed": not failures, "failures": failures, "runtime": kind, "image_size": spec.image_size,
@@ -143,7 +146,7 @@ def _sam_onnx_feeds(model, spec: ExportSpec, emb: np.ndarray, img: ParityImage) 
     out = []
     for index in range(4):
         f = parity_prompts(model, spec, 1, img.original_size, offset=index)
-        used = f["point_labels"][0] != -2
+        used = f["point_labels"][0] != LABEL.EMPTY_SLOT
         feeds = {"image_embeddings": emb.astype(np.float32), "point_coords": f["point_coords"][:, used],
                  "point_labels": f["point_labels"][:, used],
                  "mask_input": np.zeros((1, 1, spec.low_res_size, spec.low_res_size), np.float32),

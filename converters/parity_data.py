@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from converters.spec import N_SLOTS, ExportSpec
+from mobile_runtime.package_format import LABEL
 
 DEFAULT_BUNDLED = 2  # bundled photos used when no calibration directory is given
 MAX_CALIBRATION = 4  # images taken from a calibration directory
@@ -106,7 +107,7 @@ def _one_prompt(model: torch.nn.Module, index: int, original_size: tuple[int, in
     if n > N_SLOTS:
         raise ValueError(f"fixed parity prompt {index} needs {n} slots, the package has {N_SLOTS}")
     out_c = np.zeros((N_SLOTS, 2), np.float32)
-    out_l = np.full((N_SLOTS,), -2.0, np.float32)
+    out_l = np.full((N_SLOTS,), float(LABEL.EMPTY_SLOT), np.float32)
     out_c[:n], out_l[:n] = coords[0].numpy(), labels[0].numpy()
     return out_c, out_l
 

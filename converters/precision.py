@@ -3,7 +3,7 @@
 A plan is a default weight dtype plus ordered "keep float" rules. A rule selects layers either
 by module path (a regex searched in the layer name, written with `.` between path parts; the
 backends' own separators `/` and `_` are accepted too) or by kind (`normalization`, `softmax`).
-Each converter asks this module which of its own node/tensor/op names to leave in float.
+Each backend translates the rules into its own node/tensor/op names (`converters/backends/<target>/recipes.py`).
 
 `w8a8` is the Q-TinySAM recipe (`tinysam.quant`): int8 weights and static int8 activations with the
 recipe's searched scales; its plan (which layers are int8, what stays float and why) is built by
@@ -13,12 +13,15 @@ Mixed plans come in two kinds: the fixed plan below (`mixed-default-v1`), and a 
 calibration data (`converters.mixed_plan`, rules from per-group mask-IoU sensitivity). A rule with
 `"scope": "activations"` concerns only how a layer's input activation is quantized (twin-uniform
 ranges have no int8 form); the weight-only int8 exporters ignore it and quantize that layer's weights.
-`applied_precision` records, per backend, what the exported files actually hold.
+`applied_precision` records, per backend (its `applied` tables), what the exported files actually hold.
 """
 
 from __future__ import annotations
 
+import copy
 import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from converters.spec import PRECISIONS, check_choice
 
@@ -44,20 +47,11 @@ MIXED_KEEP_FLOAT: tuple[dict, ...] = (
     {"module": r"mask_decoder\.output_upscaling", "reason": "decoder output upscaling feeds the mask logits"},
 )
 
-# Op types per kind, in each backend's vocabulary.
-KIND_OPS: dict[str, dict[str, tuple[str, ...]]] = {
-    "normalization": {
-        "onnx": ("LayerNormalization", "BatchNormalization", "InstanceNormalization", "ReduceMean"),
-        "tflite": (),  # no weights to quantize in LiteRT's norm lowering; listed for completeness
-        # CoreML never quantizes weights under weight_threshold (2048 elements): norm scales are
-        # smaller, and excluding op types here conflicts with constants the converter shares.
-        "coreml": (),
-        "coreai": (),  # coreai-opt compresses Linear/Conv weights only
-    },
-    "softmax": {"onnx": ("Softmax",), "tflite": ("SOFTMAX",), "coreml": (), "coreai": ()},
-}
+# Rule kinds a plan may name; each backend maps them to its own op types (`Backend.kind_ops`).
+RULE_KINDS: tuple[str, ...] = ("normalization", "softmax")
 
-# Core AI-only precisions (coreai-opt): what they store, for the plan written into the manifest.
+
+# Precisions only Core AI exports (coreai-opt): what they store, for the plan written into the manifest.
 CORE_AI_PLANS: dict[str, dict] = {
     "palette4": {"name": "palette4", "weights": "4-bit palettized (k-means lookup table per 16 output channels)",
                  "activations": "float32", "keep_float": []},
@@ -76,7 +70,7 @@ def precision_plan(precision: str) -> dict:
         dtype = "float32" if precision == "fp32" else "float16"
         return {"name": precision, "weights": dtype, "activations": dtype, "keep_float": []}
     if precision in CORE_AI_PLANS:
-        return json_copy(CORE_AI_PLANS[precision])
+        return copy.deepcopy(CORE_AI_PLANS[precision])
     if precision == "w8a8":
         return {"name": "w8a8-qtinysam", "weights": "int8", "granularity": "per_channel",
                 "activations": "int8", "activation_granularity": "per_tensor, static (the recipe's scales)",
@@ -91,11 +85,77 @@ def precision_plan(precision: str) -> dict:
     return plan
 
 
-def json_copy(plan: dict) -> dict:
-    """A deep copy of a plain-data plan."""
-    import json
+@dataclass(frozen=True)
+class KeepFloatRule:
+    """One "keep float" rule: layers selected by module path (`module`, a regex written with `.`) or by
+    kind (`kind`, one of RULE_KINDS). `scope="activations"`: the rule concerns only how the layer's input
+    is quantized (the weight-only exporters ignore it); `precision="fp16"`: kept weights stored as fp16
+    where the target can. W8A8 plans also carry descriptive rules (counts, operands) in the manifest."""
 
-    return json.loads(json.dumps(plan))
+    reason: str = ""
+    module: str | None = None
+    kind: str | None = None
+    scope: str = "all"
+    precision: str | None = None
+
+    @property
+    def on_weights(self) -> bool:
+        """The rule keeps weights float (it is not an activation-only rule)."""
+        return self.scope != "activations"
+
+    @classmethod
+    def from_dict(cls, rule: Mapping) -> KeepFloatRule:
+        """Read one manifest rule; an unknown kind or scope is refused with the known ones."""
+        kind, scope = rule.get("kind"), rule.get("scope", "all")
+        if kind is not None:
+            check_choice("plan rule kind", kind, RULE_KINDS)
+        check_choice("plan rule scope", scope, ("all", "activations"))
+        return cls(str(rule.get("reason", "")), rule.get("module"), kind, scope, rule.get("precision"))
+
+
+@dataclass(frozen=True)
+class PrecisionPlan:
+    """A precision plan: its kind (the package precision) and its keep-float rules, typed; `to_dict()`
+    is the manifest's `precision_plan` (which also carries the measured or recipe details)."""
+
+    kind: str
+    rules: tuple[KeepFloatRule, ...]
+    data: Mapping = field(default_factory=dict, compare=False, repr=False)
+
+    @classmethod
+    def from_dict(cls, data: Mapping, kind: str) -> PrecisionPlan:
+        """The typed plan of manifest-form `data` for precision `kind`."""
+        check_choice("precision", kind, PRECISIONS)
+        return cls(kind, _rules(data), copy.deepcopy(dict(data)))
+
+    @classmethod
+    def for_precision(cls, precision: str) -> PrecisionPlan:
+        """The built-in plan of `precision` (`precision_plan`)."""
+        return cls.from_dict(precision_plan(precision), precision)
+
+    def to_dict(self) -> dict:
+        """The manifest form."""
+        return copy.deepcopy(dict(self.data))
+
+    def with_data(self, **items) -> PrecisionPlan:  # noqa: ANN003
+        """A copy whose manifest form has `items` set (e.g. `applied`)."""
+        return PrecisionPlan(self.kind, self.rules, {**self.to_dict(), **items})
+
+    @property
+    def weight_rules(self) -> list[KeepFloatRule]:
+        """Rules that keep weights float."""
+        return [r for r in self.rules if r.on_weights]
+
+    @property
+    def activation_only_rules(self) -> list[KeepFloatRule]:
+        """Rules that concern only how an input activation is quantized."""
+        return [r for r in self.rules if not r.on_weights]
+
+
+def _rules(plan: PrecisionPlan | Mapping) -> tuple[KeepFloatRule, ...]:
+    if isinstance(plan, PrecisionPlan):
+        return plan.rules
+    return tuple(KeepFloatRule.from_dict(r) for r in plan.get("keep_float", []))
 
 
 def module_regex(pattern: str) -> re.Pattern:
@@ -103,29 +163,32 @@ def module_regex(pattern: str) -> re.Pattern:
     return re.compile(pattern.replace(r"\.", r"[./_]"))
 
 
-def weight_rules(plan: dict) -> list[dict]:
+def weight_rules(plan: PrecisionPlan | Mapping) -> list[KeepFloatRule]:
     """Keep-float rules that apply to weights (all rules except activation-only ones)."""
-    return [r for r in plan.get("keep_float", []) if r.get("scope", "all") != "activations"]
+    return [r for r in _rules(plan) if r.on_weights]
 
 
-def _module_rules(plan: dict) -> list[re.Pattern]:
-    return [module_regex(r["module"]) for r in weight_rules(plan) if "module" in r]
+def _module_rules(plan: PrecisionPlan | Mapping) -> list[re.Pattern]:
+    return [module_regex(r.module) for r in weight_rules(plan) if r.module is not None]
 
 
-def _kinds(plan: dict) -> list[str]:
-    return [r["kind"] for r in weight_rules(plan) if "kind" in r]
+def _kinds(plan: PrecisionPlan | Mapping) -> list[str]:
+    return [r.kind for r in weight_rules(plan) if r.kind is not None]
 
 
-def keep_float_name(plan: dict, name: str) -> bool:
+def keep_float_name(plan: PrecisionPlan | Mapping, name: str) -> bool:
     """True if the layer called `name` (any backend's spelling) must stay float under `plan`."""
     return any(rx.search(name) for rx in _module_rules(plan))
 
 
-def keep_float_ops(plan: dict, backend: str) -> list[str]:
-    """Op types (backend vocabulary) that `plan` keeps float."""
+def keep_float_ops(plan: PrecisionPlan | Mapping, kind_ops: Mapping[str, tuple[str, ...]]) -> list[str]:
+    """Op types that `plan` keeps float, in the vocabulary of `kind_ops` (a backend's rule kind -> op types)."""
     ops: list[str] = []
     for kind in _kinds(plan):
-        ops.extend(KIND_OPS[kind][backend])
+        if kind not in kind_ops:
+            raise ValueError(f"plan rule kind {kind!r} has no op types in this backend; it maps: "
+                             f"{', '.join(kind_ops)}")
+        ops.extend(kind_ops[kind])
     return ops
 
 
@@ -142,146 +205,35 @@ def without_top_module(pattern: str) -> str | None:
     return parts[1] if len(parts) == 2 and parts[0] in WRAPPED_PARTS else None
 
 
-def rules_for_names(plan: dict, names: list[str]) -> list[re.Pattern]:
+def rules_for_names(plan: PrecisionPlan | Mapping, names: list[str]) -> list[re.Pattern]:
     """The plan's module rules as regexes for one graph: a rule that matches none of `names` is
     tried again without its top module (`without_top_module`)."""
     out = []
     for r in weight_rules(plan):
-        if "module" not in r:
+        if r.module is None:
             continue
-        rx = module_regex(r["module"])
-        inner = without_top_module(r["module"])
+        rx = module_regex(r.module)
+        inner = without_top_module(r.module)
         if inner is not None and not any(rx.search(n) for n in names):
             rx = module_regex(inner)
         out.append(rx)
     return out
 
 
-def onnx_nodes_to_exclude(plan: dict, nodes: list[tuple[str, str]]) -> list[str]:
-    """ONNX: names of nodes (name, op_type) that quantization must skip.
+def applied_precision(plan: PrecisionPlan, target: str) -> dict:
+    """What the `target` files hold under `plan` (for the manifest), per weights/activations, from the
+    target backend's `applied` tables, chosen by the plan's kind."""
+    from converters.backends import get_backend
 
-    onnxruntime's quantizer first rewrites every Gemm into MatMul + Add named `<gemm>_MatMul` /
-    `<gemm>_Add` (`ONNXModel.replace_gemm_with_matmul`), so an excluded Gemm is listed under both names.
-    """
-    ops = set(keep_float_ops(plan, "onnx"))
-    rules = rules_for_names(plan, [n for n, _ in nodes])
-    out: list[str] = []
-    for name, op in nodes:
-        if op in ops or any(rx.search(name) for rx in rules):
-            out += [name, f"{name}_MatMul"] if op == "Gemm" else [name]
-    return out
-
-
-def tflite_float_regexes(plan: dict) -> list[str]:
-    """LiteRT (ai-edge-quantizer): tensor-name regexes whose ops get NO_QUANTIZE."""
-    return [module_regex(r["module"]).pattern for r in weight_rules(plan) if "module" in r]
-
-
-def coreml_float_const_names(plan: dict, const_names: list[str]) -> list[str]:
-    """CoreML: weight-const op names that `linear_quantize_weights` must skip."""
-    return [n for n in const_names if keep_float_name(plan, n)]
-
-
-# What each backend's int8 files hold: int8 weights; ONNX Runtime and LiteRT also quantize the inputs of
-# the int8 layers at run time (dynamic quantization), CoreML computes in float.
-_APPLIED_INT8: dict[str, dict[str, str]] = {
-    "onnx": {
-        "weights": "int8 per-channel: MatMul/Gemm by onnxruntime quantize_dynamic, Conv/ConvTranspose "
-                   "weight-only (int8 initializer + Cast + Mul, folded at load); kept-float layers float32",
-        "activations": "MatMul/Gemm inputs quantized per tensor at run time (MatMulInteger); convolutions float32 "
-                       "(ConvInteger was 2x slower than fp32 here); everything else (LayerNorm, softmax, GELU, "
-                       "attention products) float32",
-    },
-    "tflite": {
-        "weights": "int8 per-channel (ai-edge-quantizer): FULLY_CONNECTED dynamic-range, convolutions "
-                   "weight-only (DEQUANTIZE of the weights)",
-        "activations": "FULLY_CONNECTED inputs quantized per row at run time (XNNPACK's dynamically quantized "
-                       "kernels); convolutions float32 (their dynamic-range form runs outside XNNPACK, slower than "
-                       "fp32); BATCH_MATMUL (attention products) float32: its int8 form fails to prepare in "
-                       "LiteRT 2.3; everything else float32",
-    },
-    "coreml": {
-        "weights": "int8 per-channel (linear_quantize_weights), kept-float consts float32",
-        "activations": "float32 (weight-only int8)",
-    },
-    "coreai": {
-        "weights": "int8 per-channel (coreai-opt QuantizerConfig.presets.w8, eager), kept-float layers float32",
-        "activations": "float32 (weight-only int8; the Linux runtime dequantizes the weights)",
-    },
-}
-
-# What each backend's mixed files hold: int8 weights stored, float compute, kept layers in higher precision.
-_APPLIED_MIXED: dict[str, dict[str, str]] = {
-    "onnx": {
-        "weights": "int8 per-channel, max-based symmetric scales (converters.onnx_weight_only: int8 initializer + "
-                   "Cast + Mul, folded to float when the session loads), MatMul/Gemm/Conv/ConvTranspose; "
-                   "kept layers float32",
-        "activations": "float32 (no run-time quantization: the masks are the measured fake-quant model's)",
-    },
-    "tflite": {
-        "weights": "int8 per-channel, max-based symmetric (ai-edge-quantizer weight-only: DEQUANTIZE of each "
-                   "weight); kept layers float16 weights where the rule says fp16 (measured plans), else float32",
-        "activations": "float32 (no run-time quantization)",
-    },
-    "coreml": _APPLIED_INT8["coreml"],
-    "coreai": _APPLIED_INT8["coreai"],
-}
-
-# Where the recipe's searched scales go instead (int8 and mixed packages take max-based weight scales).
-_SEARCHED_SCALES: dict[str, str] = {
-    "onnx": "not used by the package; --precision w8a8 writes QDQ graphs with the recipe's scales",
-    "tflite": "not used by the package; --precision w8a8 builds a static int8 encoder with the recipe's scales "
-              "(converters/tflite_w8a8.py)",
-    "coreml": "not used by the package; --precision w8a8 converts the recipe's scales into quantize/dequantize ops",
-    "coreai": "not used: Core AI has no export of the Q-TinySAM recipe; --precision w8a8-opt calibrates with coreai-opt",
-}
-
-
-# What each backend's w8a8 files hold (converters.w8a8_export); the per-layer split is in the plan's `layers`.
-_APPLIED_W8A8: dict[str, dict[str, str]] = {
-    "onnx": {
-        "weights": "int8 per-channel with the recipe's searched scales, encoder and every decoder graph: "
-                   "initializer + DequantizeLinear; for layers whose input stays float, Cast + Mul (ONNX Runtime "
-                   "folds it at load; a DequantizeLinear there becomes MatMulNBits, which quantizes the float "
-                   "input to int8 per block of 32, not the recipe)",
-        "activations": "static int8 per tensor with the recipe's scales (QuantizeLinear/DequantizeLinear before "
-                       "each layer's input and both operands of q @ k^T; the B operand of softmax @ v); "
-                       "twin-uniform inputs (post-GELU fc2/lin2, post-softmax probabilities) float32",
-        "runtime": "ONNX Runtime fuses QDQ pairs into int8 kernels where it can; elsewhere it computes the "
-                   "same quantize-dequantize in float",
-    },
-    "tflite": {
-        "weights": "FULLY_CONNECTED/CONV_2D int8 per-channel, encoder and decoder: ai-edge-quantizer takes no "
-                   "given weight scales, so the weights are first snapped to the recipe's grid (codes clipped "
-                   "to +-127), from which its max-based scale is the recipe's scale (exact for channels whose "
-                   "searched scale clips, within half a step otherwise)",
-        "activations": "encoder FC/CONV inputs static int8 with the recipe's scales (given to the quantizer as "
-                       "min/max statistics); static int8 ops also write int8 outputs, requantized with ranges "
-                       "LiteRT calibrates on the calibration images (not in the recipe); twin-uniform post-GELU "
-                       "fc2 inputs int8 per row at run time (dynamic-range FULLY_CONNECTED); attention products "
-                       "(BATCH_MATMUL) and the decoder float32",
-    },
-    "coreml": {
-        "weights": "int8 per-channel with the recipe's searched scales (constexpr_affine_dequantize), encoder "
-                   "and decoder",
-        "activations": "static int8 per tensor with the recipe's scales (quantize/dequantize ops, iOS17) on each "
-                       "layer's input and the matmul operands; twin-uniform inputs float32",
-    },
-}
-
-
-def applied_precision(plan: dict, target: str) -> dict:
-    """What the `target` files hold under `plan` (for the manifest), per weights/activations."""
-    if plan.get("name") in CORE_AI_PLANS:
-        return {"weights": plan["weights"], "activations": plan["activations"]}
-    if plan.get("activations") == "int8":
-        return dict(_APPLIED_W8A8[target])
-    if plan.get("weights") != "int8":
-        return {"weights": plan.get("weights"), "activations": plan.get("activations")}
-    out = dict((_APPLIED_MIXED if plan.get("name", "").startswith("mixed") else _APPLIED_INT8)[target])
-    out["searched_scales"] = _SEARCHED_SCALES[target]
-    act_only = [r["module"] for r in plan.get("keep_float", []) if r.get("scope") == "activations"]
-    if act_only:
-        out["activation_only_rules"] = (f"{len(act_only)} twin-uniform rules concern activations only; the "
-                                        "weights of those layers are int8 here")
+    tables = get_backend(target).applied
+    data = plan.data
+    if plan.kind == "w8a8":
+        return dict(tables.w8a8)
+    if plan.kind in ("fp32", "fp16") or plan.kind in CORE_AI_PLANS:
+        return {"weights": data.get("weights"), "activations": data.get("activations")}
+    out = dict(tables.mixed if plan.kind == "mixed" else tables.int8)
+    out["searched_scales"] = tables.searched_scales
+    if plan.activation_only_rules:
+        out["activation_only_rules"] = (f"{len(plan.activation_only_rules)} twin-uniform rules concern activations "
+                                        "only; the weights of those layers are int8 here")
     return out

@@ -12,6 +12,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from converters.backends import canonical_target
 from converters.package import MANIFEST, check_hashes
 
 
@@ -39,6 +40,7 @@ def read_manifest(path: str | Path) -> dict:
     manifest = json.loads(mpath.read_text())
     if manifest.get("format_version") != 1:
         raise ValueError(f"{mpath}: unsupported format_version {manifest.get('format_version')!r}")
+    canonical_target(str(manifest.get("target")))  # an unknown target is refused with the known ones
     return manifest
 
 
@@ -71,7 +73,7 @@ def _verify_dir(path: Path, checkpoint: str | Path | None, parity: bool, calibra
     model, got = load_model(info["name"], checkpoint, info["config"]["image_size"], seed=info.get("seed") or 0)
     if info.get("checkpoint_sha256") and got["checkpoint_sha256"] != info["checkpoint_sha256"]:
         raise ValueError("checkpoint sha256 does not match the one the package was built from")
-    fake_quant = _w8a8_reference(model, path, manifest) or _coreai_reference(model, manifest, calibration)
+    fake_quant = _w8a8_reference(model, path, manifest) or _target_reference(model, manifest, calibration)
     report = check_parity(model, path, manifest, calibration, fake_quant=fake_quant)
     result["parity"] = report
     result["ok"] = report["passed"]
@@ -90,16 +92,18 @@ def _w8a8_reference(model, path: Path, manifest: dict):  # noqa: ANN001, ANN202
     return package_reference(qmodel_from_scales(model, scales.read_bytes()), manifest["precision_plan"]["layers"])
 
 
-def _coreai_reference(model, manifest: dict, calibration: str | Path | None):  # noqa: ANN001, ANN202
-    """Compressed Core AI packages: coreai-opt's fake-quant model, rebuilt with the package's plan
-    (deterministic compression; W8A8 calibrates on the same images as at build time); else None."""
-    if manifest.get("target") != "coreai":
-        return None
-    from converters.api import fake_quant_reference
+def _target_reference(model, manifest: dict, calibration: str | Path | None):  # noqa: ANN001, ANN202
+    """Packages of a target with its own compression (`Backend.fake_quant`, e.g. Core AI palette4): that
+    fake-quant model, rebuilt with the package's plan (deterministic; W8A8 calibrates on the same images
+    as at build time); else None."""
+    from converters.precision import PrecisionPlan
     from converters.spec import ExportSpec
 
-    spec = ExportSpec(model.config, "coreai", manifest["precision"])
-    return fake_quant_reference(model, spec, manifest.get("precision_plan", {}), calibration)
+    spec = ExportSpec(model.config, manifest["target"], manifest["precision"])
+    if spec.backend.fake_quant is None:
+        return None
+    plan = PrecisionPlan.from_dict(manifest.get("precision_plan", {}), manifest["precision"])
+    return spec.backend.fake_quant(model, spec, plan, calibration, None)
 
 
 def describe_package(path: str | Path) -> dict:

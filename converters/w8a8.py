@@ -7,7 +7,7 @@
   matmul operands) and which stay float, with the reason.
 - `package_reference(q, layers)`: the fake-quant model of exactly that split, the parity reference.
 - `w8a8_plan(...)`: the manifest's precision plan.
-The per-target exporters live in `converters.w8a8_export`.
+The per-target exporters live in `converters/backends/<target>/w8a8.py` (`converters.w8a8_export` picks one).
 """
 
 from __future__ import annotations
@@ -38,16 +38,9 @@ REASONS = {
                     "mask prompts), so the recipe has no scales for it",
     "twin_act": "its input uses the recipe's twin-uniform quantizer (post-GELU / post-softmax: two ranges "
                 "with different steps), which no int8 tensor (one scale) can hold",
-    "litert_matmul": "attention product (BATCH_MATMUL): its int8 form fails to prepare in LiteRT 2.3",
-    "litert_decoder": "LiteRT decoder: int8 weights, float activations: converters/tflite_w8a8.py sets the "
-                      "recipe's activation scales on the tensors of one signature, and the decoder file holds "
-                      "two (k1, k16)",
-    "litert_unmatched": "no LiteRT FULLY_CONNECTED/CONV_2D op matched this layer",
 }
-# How LiteRT computes the encoder's twin-uniform (post-GELU) fc2 inputs instead of in float.
-DYNAMIC_ACT = ("int8 per row at run time (dynamic-range FULLY_CONNECTED: XNNPACK quantizes each row of the input "
-               "to its own asymmetric range, which keeps the skewed post-GELU range that no static int8 scale "
-               "holds; the recipe's twin-uniform scale is not used); the weights are int8")
+# What a target cannot hold in int8, and how it computes twin-uniform inputs instead of in float, is its
+# backend's `capabilities.w8a8` (`converters.backends.base.W8A8Support`).
 
 
 def recipe_qmodel(model: torch.nn.Module, calibration: str | Path | None = None, images: int = CALIBRATION_IMAGES,
@@ -135,31 +128,31 @@ def qmodel_from_scales(model: torch.nn.Module, data: bytes | str) -> torch.nn.Mo
 def layer_split(q: torch.nn.Module, target: str) -> dict:
     """Recipe layers by what `target`'s files hold: {category: [names]}, FLOAT as {reason: [names]}.
 
-    ONNX (QDQ) and CoreML (quantize/dequantize ops) hold every calibrated layer's int8 weights and
-    every uniform activation; twin-uniform activations stay float. LiteRT's split is known only after
-    its quantizer ran (`converters.w8a8_export`), so here it lists the candidates: W8A8 for the
-    encoder's uniform inputs, W8 with dynamic int8 activations for the encoder's twin-uniform inputs
-    (`DYNAMIC_ACT`), W8 with float activations for the decoder.
+    What the target can hold is its backend's `capabilities.w8a8`: ONNX (QDQ) and CoreML
+    (quantize/dequantize ops) hold every calibrated layer's int8 weights and every uniform activation;
+    twin-uniform activations stay float. LiteRT's split is known only after its quantizer ran
+    (`converters/backends/litert/w8a8.py`), so here it lists the candidates: W8A8 for the encoder's
+    uniform inputs, W8 with dynamic int8 activations for the encoder's twin-uniform inputs, W8 with
+    float activations for the decoder.
     """
+    from converters.backends import get_backend
     from tinysam.quant.qmodel import quant_layers
 
+    can = get_backend(target).capabilities.w8a8
     out: dict = {c: [] for c in INT8_CATEGORIES}
     out[FLOAT] = {}
-
-    def keep_float(reason: str, name: str) -> None:
-        out[FLOAT].setdefault(REASONS[reason], []).append(name)
 
     for name, layer in quant_layers(q).items():
         uniform = layer.a_kind == "uniform"
         if not layer.calibrated:
-            keep_float("uncalibrated", name)
-        elif target == "tflite" and layer.kind == "matmul":
-            keep_float("litert_matmul", name)
+            out[FLOAT].setdefault(REASONS["uncalibrated"], []).append(name)
+        elif layer.kind == "matmul" and not can.int8_matmul:
+            out[FLOAT].setdefault(can.matmul_float_reason, []).append(name)
         elif layer.kind == "matmul":
             out[MATMUL_BOTH if uniform else MATMUL_B].append(name)
-        elif target == "tflite" and not name.startswith("image_encoder."):
-            out[W8_AFLOAT].append(name)  # the two-signature decoder takes int8 weights only (REASONS["litert_decoder"])
-        elif target == "tflite" and not uniform:  # twin-uniform inputs: post-GELU fc2, a Linear
+        elif not any(name.startswith(p) for p in can.static_activation_prefixes):
+            out[W8_AFLOAT].append(name)  # int8 weights only (`can.weights_only_reason`)
+        elif not uniform and can.twin_uniform == "dynamic_int8":  # twin-uniform inputs: post-GELU fc2, a Linear
             out[W8_ADYNAMIC].append(name)
         else:
             out[W8A8 if uniform else W8_AFLOAT].append(name)
@@ -186,13 +179,15 @@ def package_reference(q: torch.nn.Module, layers: dict) -> torch.nn.Module:
 
 def w8a8_plan(q: torch.nn.Module, layers: dict, target: str) -> dict:
     """The manifest's precision plan of a W8A8 package (`applied` is added by `converters.precision`)."""
+    from converters.backends import get_backend
     from converters.precision import precision_plan
     from tinysam.quant.qmodel import quant_layers
 
+    can = get_backend(target).capabilities.w8a8
     plan = precision_plan("w8a8")
     kinds = {n: m.a_kind for n, m in quant_layers(q).items()}
     twin = [n for n in layers.get(W8_AFLOAT, []) if kinds.get(n) != "uniform"]
-    other = [n for n in layers.get(W8_AFLOAT, []) if kinds.get(n) == "uniform"]  # LiteRT's decoder layers
+    other = [n for n in layers.get(W8_AFLOAT, []) if kinds.get(n) == "uniform"]  # weights-only parts (LiteRT's decoder)
     counts = {c: len(layers.get(c, [])) for c in INT8_CATEGORIES}
     counts[FLOAT] = sum(len(v) for v in layers.get(FLOAT, {}).values())
     plan.update(
@@ -204,13 +199,13 @@ def w8a8_plan(q: torch.nn.Module, layers: dict, target: str) -> dict:
                     for names, operand, reason in (
                         (twin, "input (post-GELU)", REASONS["twin_act"] + "; the weights are int8"),
                         (layers.get(MATMUL_B, []), "A (post-softmax)", REASONS["twin_act"] + "; operand B is int8"),
-                        (other, "input", REASONS["litert_decoder"]))
+                        (other, "input", can.weights_only_reason))
                     if names]
         + [{"layers": len(names), "reason": reason} for reason, names in layers.get(FLOAT, {}).items()]
         + [{"ops": "LayerNorm, softmax, GELU, residual and relative-position adds, the decoder's final "
                     "hypernetwork product", "reason": "float in the recipe itself (not quantized layers)"}],
         dynamic_activations=[{"layers": len(layers[W8_ADYNAMIC]), "operand": "input (post-GELU)",
-                              "why": REASONS["twin_act"], "computed": DYNAMIC_ACT}] if layers.get(W8_ADYNAMIC) else [],
+                              "why": REASONS["twin_act"], "computed": can.dynamic_activation_note}] if layers.get(W8_ADYNAMIC) else [],
         parity_reference=("the recipe's fake-quant model restricted to the int8 layers listed here "
                           f"(converters.w8a8.package_reference) for {target}, and the float model"))
     return plan

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
 
 
 @dataclass(frozen=True)
@@ -48,6 +47,8 @@ def boundary_distance(region: np.ndarray) -> np.ndarray:
     The image border counts as outside (the region is padded by one empty pixel), so a click is
     never placed against the border when a deeper point exists.
     """
+    from scipy import ndimage  # click simulation only: the segment path runs without scipy
+
     region = _check_mask("region", region)
     padded = np.pad(region, 1, mode="constant", constant_values=False)
     return ndimage.distance_transform_edt(padded)[1:-1, 1:-1]

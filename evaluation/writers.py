@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
-from pycocotools import mask as mask_utils
 
 from calibration_data.atomic_dir import replaced_atomically
+from mobile_runtime.rle import coco_encode_rle, mask_to_rle, rle_to_mask, string_to_counts
 
 
 def encode_rle(mask: np.ndarray) -> dict[str, Any]:
@@ -26,17 +26,15 @@ def encode_rle(mask: np.ndarray) -> dict[str, Any]:
     mask = np.asarray(mask)
     if mask.ndim != 2:
         raise ValueError(f"mask must be 2-D, got shape {list(mask.shape)}")
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-    return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
+    return coco_encode_rle(mask_to_rle(mask.astype(bool)))
 
 
 def decode_rle(rle: dict[str, Any]) -> np.ndarray:
     """Boolean mask [h, w] of a COCO RLE (compressed string counts or uncompressed list counts)."""
-    if isinstance(rle.get("counts"), list):
-        rle = mask_utils.frPyObjects(rle, *rle["size"])
-    elif isinstance(rle.get("counts"), str):
-        rle = {"size": rle["size"], "counts": rle["counts"].encode("ascii")}
-    return mask_utils.decode(rle).astype(bool)
+    counts = rle.get("counts")
+    if isinstance(counts, str):
+        counts = string_to_counts(counts)
+    return rle_to_mask({"size": list(rle["size"]), "counts": counts})
 
 
 def mask_bbox_xywh(mask: np.ndarray) -> list[float]:

@@ -16,8 +16,9 @@ from __future__ import annotations
 import numpy as np
 
 from . import transforms as T
+from .package_format import LABEL
 
-EMPTY, PAD = -2, -1
+EMPTY, PAD = int(LABEL.EMPTY_SLOT), int(LABEL.PAD)
 
 
 def validate_prompt(points, labels, box) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
@@ -68,7 +69,7 @@ def layout_prompt(
         label_list.append(labels.reshape(-1))
     if box is not None:
         coords_list.append(box.reshape(2, 2))
-        label_list.append(np.array([2, 3]))
+        label_list.append(np.array([LABEL.BOX_TL, LABEL.BOX_BR]))
     if family == "sam":
         if points is not None and box is None:
             coords_list.append(np.zeros((1, 2)))

@@ -19,10 +19,16 @@ import numpy as np
 from . import prompts as P
 from . import transforms as T
 from .backends import Model, input_shape, open_model
-from .manifest import PackageError, decoder_variants, is_zip, load_manifest, package_root
+from .manifest import PackageError, is_zip, load_manifest, package_root
+from .package_format import (
+    DECODER_INPUTS,
+    DECODER_OUTPUTS,
+    ENCODER_INPUTS,
+    ENCODER_OUTPUTS,
+    MASK_INPUTS,
+    Manifest,
+)
 
-DECODER_INPUTS = ("image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input")
-DECODER_OUTPUTS = ("low_res_masks", "iou_predictions")
 CALL_OVERHEAD = 2.0  # cost of one decoder call, in prompts, for batch planning
 
 
@@ -73,43 +79,42 @@ def _bind_names(entries: list, model: Model, logical: tuple[str, ...], side: str
 class Session:
     """An opened package: set an image once, then decode any number of prompts."""
 
-    def __init__(self, package_dir: str | Path, manifest: dict[str, Any], num_threads: int = 2,
+    def __init__(self, package_dir: str | Path, manifest: dict[str, Any] | Manifest, num_threads: int = 2,
                  _tmp: Any = None) -> None:
         self.package_dir = Path(package_dir)
-        self.manifest = manifest
+        self.manifest = manifest.to_dict() if isinstance(manifest, Manifest) else manifest
         self._tmp = _tmp  # keeps an extracted zip alive as long as the session
         self.lock = threading.RLock()
-        pre, post, pr = manifest["preprocess"], manifest["postprocess"], manifest["prompts"]
-        self.image_size = int(pre["image_size"])
-        self.resize = pre.get("resize", "longest_side")
-        self.pixel_mean = tuple(pre["pixel_mean"])
-        self.pixel_std = tuple(pre["pixel_std"])
-        self.normalization_in_graph = bool(pre.get("normalization_in_graph", False))
-        self.input_layout = pre.get("input_layout", "NCHW")
-        self.mask_postprocess = post.get("mask_postprocess", "sam")
-        self.mask_threshold = float(post.get("mask_threshold", 0.0))
-        self.low_res_size = int(post.get("low_res_size", self.image_size // 4))
-        self.family = pr.get("family", "sam")
-        self.slots = int(pr.get("slots", 8))
-        self.always_multimask = bool(pr.get("always_multimask", False))
-        self.supports_mask_input = bool(pr.get("supports_mask_input", True))
-        self.max_points = pr.get("max_points")
-        kind = {"onnx": "onnx", "tflite": "tflite", "litert": "tflite", "coreml": "coreml",
-                "coreai": "coreai"}.get(manifest["target"])
-        if kind is None:
-            raise ValueError(f"unknown package target {manifest['target']!r}")
-        enc = manifest["models"]["encoder"]
-        self._encoder = open_model(self.package_dir / enc["file"], kind, num_threads, enc.get("signature"))
-        self._enc_in = _bind_names(enc.get("inputs", []) or ["image"], self._encoder, ("image",), "inputs")
-        self._enc_out = _bind_names(enc.get("outputs", []) or ["image_embeddings"], self._encoder,
-                                    ("image_embeddings",), "outputs")
-        dec = manifest["models"]["decoder"]
+        m = manifest if isinstance(manifest, Manifest) else Manifest.from_dict(manifest)  # validated once
+        self.format = m
+        pre, post, pr = m.preprocess, m.postprocess, m.prompts
+        self.image_size = pre.image_size
+        self.resize = pre.resize
+        self.pixel_mean = pre.pixel_mean
+        self.pixel_std = pre.pixel_std
+        self.normalization_in_graph = pre.normalization_in_graph
+        self.input_layout = pre.input_layout
+        self.mask_postprocess = post.mask_postprocess
+        self.mask_threshold = post.mask_threshold
+        self.low_res_size = post.low_res_size
+        self.family = pr.family
+        self.slots = pr.slots
+        self.always_multimask = pr.always_multimask
+        self.supports_mask_input = pr.supports_mask_input
+        self.max_points = pr.max_points
+        enc = m.encoder
+        self._encoder = open_model(self.package_dir / enc.variants[1].file, m.kind, num_threads,
+                                   enc.variants[1].signature)
+        self._enc_in = _bind_names(list(enc.inputs) or ["image"], self._encoder, ENCODER_INPUTS, "inputs")
+        self._enc_out = _bind_names(list(enc.outputs) or ["image_embeddings"], self._encoder, ENCODER_OUTPUTS,
+                                    "outputs")
+        dec = m.decoder
         self._decoders: dict[int, tuple[Model, dict[str, str], dict[str, str]]] = {}
-        optional = () if self.supports_mask_input else ("mask_input", "has_mask_input")
-        for k, spec in decoder_variants(dec).items():
-            model = open_model(self.package_dir / spec["file"], kind, num_threads, spec["signature"])
-            ins = _bind_names(dec["inputs"], model, DECODER_INPUTS, "inputs", optional)
-            outs = _bind_names(dec["outputs"], model, DECODER_OUTPUTS, "outputs")
+        optional = () if self.supports_mask_input else MASK_INPUTS
+        for k, variant in dec.variants.items():
+            model = open_model(self.package_dir / variant.file, m.kind, num_threads, variant.signature)
+            ins = _bind_names(list(dec.inputs), model, DECODER_INPUTS, "inputs", optional)
+            outs = _bind_names(list(dec.outputs), model, DECODER_OUTPUTS, "outputs")
             self._check_slots(k, model, ins)
             self._decoders[k] = (model, ins, outs)
         self.batch_sizes = tuple(sorted(self._decoders))

@@ -92,6 +92,7 @@ def tinysam128_onnx_package(tmp_path_factory):
     read-only: copy it (shutil.copytree) before modifying anything.
     """
     from converters.api import build_package, load_model
+    from converters.options import ConvertOptions
 
     model, info = load_model("tinysam", None, 128, seed=0)
-    return build_package(model, info, "onnx", "fp32", tmp_path_factory.mktemp("tinysam128_onnx"))
+    return build_package(model, info, "onnx", ConvertOptions(precision="fp32", out_dir=tmp_path_factory.mktemp("tinysam128_onnx")))

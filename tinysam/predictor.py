@@ -11,11 +11,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .modeling.prompt_encoder import EMPTY_SLOT_LABEL, PAD_LABEL
 from .utils.transforms import transform_for_config, validate_image
 
 # Labels a caller may pass to `predict` (user-facing points) and to `predict_torch` (model frame).
 USER_POINT_LABELS = {"sam": (0, 1), "efficientsam": (1,)}
-MODEL_LABELS = {"sam": (-2, -1, 0, 1, 2, 3), "efficientsam": (-2, -1, 1, 2, 3)}
+MODEL_LABELS = {"sam": (EMPTY_SLOT_LABEL, PAD_LABEL, 0, 1, 2, 3), "efficientsam": (EMPTY_SLOT_LABEL, PAD_LABEL, 1, 2, 3)}
 
 
 def check_finite(name: str, x: torch.Tensor) -> None:
@@ -67,7 +68,7 @@ def assemble_prompts(
         labels.append(torch.tensor([[2, 3]], dtype=torch.int64).expand(k, 2))
     if family == "sam":
         if boxes is None:
-            pad_label = -1 if point_coords is not None else -2
+            pad_label = PAD_LABEL if point_coords is not None else EMPTY_SLOT_LABEL
             coords.append(torch.zeros(k, 1, 2))
             labels.append(torch.full((k, 1), pad_label, dtype=torch.int64))
         return torch.cat(coords, dim=1), torch.cat(labels, dim=1)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter
 
-from . import check_inputs
+from .base import check_inputs
 
 
 def quantize(x: np.ndarray, detail: dict) -> np.ndarray:
@@ -84,3 +84,8 @@ class LiteRTModel:
                 self._interp.invoke()
                 raw = {k: self._interp.get_tensor(d["index"]) for k, d in self._out.items()}
         return {k: dequantize(np.asarray(raw[k]), self._out[k]) for k in self.output_names}
+
+
+def open_litert(path: str | Path, num_threads: int = 2, signature: str | None = None) -> LiteRTModel:
+    """Open one .tflite file at `signature` (None: its only signature, or the plain interpreter)."""
+    return LiteRTModel(path, num_threads=num_threads, signature=signature)

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from . import check_inputs
+from .base import check_inputs
 
 _ORT_DTYPES = {
     "tensor(float)": np.float32,
@@ -64,3 +64,8 @@ class OnnxModel:
         return {
             name: (o.astype(np.float32) if o.dtype == np.float16 else o) for name, o in zip(self.output_names, outs)
         }
+
+
+def open_onnx(path: str | Path, num_threads: int = 2, signature: str | None = None) -> OnnxModel:  # noqa: ARG001
+    """Open one ONNX file (ONNX files have one entry point: `signature` is not used)."""
+    return OnnxModel(path, num_threads=num_threads)

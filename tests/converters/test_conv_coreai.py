@@ -24,7 +24,8 @@ pytest.importorskip("coreai_opt")
 
 from converters.api import convert, dir_size  # noqa: E402
 from converters.backends.coreai.capabilities import COMPATIBILITY_VERSION, MULTIFUNCTION_MIN_OS  # noqa: E402
-from converters.onnx_export import decoder_sample  # noqa: E402
+from converters.examples import decoder_sample  # noqa: E402
+from converters.options import ConvertOptions  # noqa: E402
 from converters.package import check_hashes  # noqa: E402
 from converters.spec import FAKE_QUANT_THRESHOLDS, MIN_OS, PARITY_THRESHOLDS, ExportSpec  # noqa: E402
 from converters.verify import verify_package  # noqa: E402
@@ -47,7 +48,7 @@ def coreai_cache(tmp_path_factory):
 @pytest.fixture(scope="module")
 def fp32_package(tmp_path_factory, coreai_cache):
     out = tmp_path_factory.mktemp("coreai-pkg")
-    (res,) = convert("tinysam", targets="coreai", precision="fp32", out_dir=out)
+    (res,) = convert("tinysam", ConvertOptions(targets="coreai", precision="fp32", out_dir=out))
     return res
 
 
@@ -142,10 +143,10 @@ def test_runtime_everything_without_torch(fp32_package, coreai_cache):
 @pytest.mark.slow
 @pytest.mark.parametrize("precision", ["fp16", "int8", "mixed", "palette6", "palette4", "w8a8-opt"])
 def test_compressed_packages(precision, tmp_path, coreai_cache):
-    (res,) = convert("tinysam", targets="coreai", precision=precision, out_dir=tmp_path)
+    (res,) = convert("tinysam", ConvertOptions(targets="coreai", precision=precision, out_dir=tmp_path))
     assert res.parity["passed"], res.parity["failures"]
     assert res.parity["metrics"]["mask_iou_mean"] >= PARITY_THRESHOLDS[precision]["mask_iou_mean"]
     if precision != "fp16":  # every compressed package is also held to its own fake-quant model
         fq = res.parity["fake_quant"]
-        assert fq["passed"] and fq["thresholds"] == FAKE_QUANT_THRESHOLDS["coreai"]
+        assert fq["passed"] and fq["thresholds"] == dict(FAKE_QUANT_THRESHOLDS["coreai"])
         assert fq["metrics"]["mask_iou_mean"] >= 0.99

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from converters.backends.coreai.mask_product import mask_product_nodes, transpose_mask_product
-from converters.onnx_export import decoder_sample
+from converters.examples import decoder_sample
 from converters.spec import ExportSpec
 from converters.wrappers import decoder_module
 

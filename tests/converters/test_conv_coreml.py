@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from converters.api import build_package, dir_size
-from converters.coreml_export import MULTIFUNCTION_MIN_OS
-from converters.onnx_export import decoder_sample
+from converters.backends.coreml.export import MULTIFUNCTION_MIN_OS
+from converters.examples import decoder_sample
+from converters.options import ConvertOptions
 from converters.package import check_hashes
 from converters.spec import ExportSpec
 from mobile_runtime.backends import open_model
@@ -24,7 +25,7 @@ def _weight_bytes(package) -> int:
 
 def test_coreml_fp32_package(tiny_model, tmp_path):
     model, info = tiny_model
-    res = build_package(model, info, "coreml", "fp32", tmp_path)
+    res = build_package(model, info, "coreml", ConvertOptions(precision="fp32", out_dir=tmp_path))
     assert res.parity["passed"] and res.parity["metrics"]["mask_iou_mean"] >= 0.999
     manifest = json.loads((res.path / "manifest.json").read_text())
     assert check_hashes(res.path) == []

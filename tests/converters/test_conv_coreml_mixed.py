@@ -7,7 +7,7 @@ import copy
 import torch
 from torch import nn
 
-from converters.coreml_export import _convert, _quantize
+from converters.backends.coreml.export import _convert, _quantize
 from converters.precision import precision_plan
 from converters.spec import ExportSpec
 from mobile_runtime.backends.coreml_emulator.program import load_spec

@@ -9,6 +9,7 @@ import onnxruntime as ort
 import pytest
 
 from converters.api import build_package, load_model
+from converters.options import ConvertOptions
 from converters.spec import ExportSpec
 from converters.wrappers import decoder_module, sam_onnx_module
 from tinysam.config import get_config
@@ -35,7 +36,7 @@ def test_wrappers_take_exactly_the_spec_inputs():
 
 def test_efficientsam_onnx_manifest_lists_the_graph_inputs(tmp_path):
     model, info = load_model("efficientsam_ti", None, 64, seed=0)
-    res = build_package(model, info, "onnx", "fp32", tmp_path)
+    res = build_package(model, info, "onnx", ConvertOptions(precision="fp32", out_dir=tmp_path))
     assert res.parity["passed"]
     manifest = json.loads((res.path / "manifest.json").read_text())
     assert manifest["prompts"]["supports_mask_input"] is False

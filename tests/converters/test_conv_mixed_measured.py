@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 
 from converters.api import build_package
+from converters.backends.litert.export import matches, tflite_module_regex
 from converters.mixed_plan import PLOT_FILE, measure_mixed_plan
+from converters.options import ConvertOptions
 from converters.package import check_hashes
-from converters.precision import applied_precision, keep_float_name, precision_plan
-from converters.tflite_export import matches, tflite_module_regex
+from converters.precision import PrecisionPlan, applied_precision, keep_float_name, precision_plan
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -50,8 +51,7 @@ def test_onnx_package_with_measured_plan(tiny_model, measured, tmp_path):
     import onnx
 
     model, info = tiny_model
-    res = build_package(model, info, "onnx", "mixed", tmp_path, plan=measured.plan,
-                        extra_files={PLOT_FILE: measured.plot_png})
+    res = build_package(model, info, "onnx", ConvertOptions(precision="mixed", out_dir=tmp_path), plan=measured.plan, extra_files={PLOT_FILE: measured.plot_png})
     assert res.parity["passed"], res.parity["failures"]
     manifest = json.loads((res.path / "manifest.json").read_text())
     pp = manifest["precision_plan"]
@@ -80,7 +80,7 @@ def test_tflite_regex_follows_litert_module_names(tiny_model):
         "W/tinysam.modeling.tiny_vit.TinyViT_image_encoder/torch.nn.modules.container.Sequential_neck/"
         "torch.nn.modules.conv.Conv2d_2;",
     ]
-    from converters.tflite_export import module_lists
+    from converters.backends.litert.export import module_lists
     from tinysam.quant.qmodel import group_regex
 
     lists = module_lists(tiny_model[0])
@@ -100,9 +100,16 @@ def test_applied_precision_and_activation_only_rules():
     plan["keep_float"].append({"module": r"x\.fc2(\.|$)", "scope": "activations", "reason": "twin"})
     assert not keep_float_name(plan, "/x/fc2/MatMul")  # activation-only rules leave weights int8
     for target in ("onnx", "tflite", "coreml"):
-        applied = applied_precision(plan, target)
+        applied = applied_precision(PrecisionPlan.from_dict(plan, "mixed"), target)
         assert "searched_scales" in applied and "activation_only_rules" in applied
-    assert applied_precision(precision_plan("fp16"), "onnx") == {"weights": "float16", "activations": "float16"}
+    fp16 = PrecisionPlan.for_precision("fp16")
+    assert applied_precision(fp16, "onnx") == {"weights": "float16", "activations": "float16"}
+    # the kind decides, not the plan's fields: a mixed plan measured under W8A8 says "activations": "int8"
+    # and is still described as a mixed package
+    measured_w8a8 = PrecisionPlan.from_dict(dict(plan, activations="int8"), "mixed")
+    assert applied_precision(measured_w8a8, "onnx") == applied_precision(PrecisionPlan.from_dict(plan, "mixed"), "onnx")
+    with pytest.raises(ValueError, match="unknown plan rule kind 'dropout'; choose one of: normalization, softmax"):
+        PrecisionPlan.from_dict({"keep_float": [{"kind": "dropout"}]}, "mixed")
 
 
 @pytest.mark.parametrize("args,message", [
@@ -123,8 +130,7 @@ def test_tflite_package_with_measured_plan(tiny_model, measured, tmp_path):
     from ai_edge_litert.interpreter import Interpreter
 
     model, info = tiny_model
-    res = build_package(model, info, "tflite", "mixed", tmp_path, plan=measured.plan,
-                        extra_files={PLOT_FILE: measured.plot_png})
+    res = build_package(model, info, "tflite", ConvertOptions(precision="mixed", out_dir=tmp_path), plan=measured.plan, extra_files={PLOT_FILE: measured.plot_png})
     assert res.parity["passed"], res.parity["failures"]
     details = Interpreter(str(res.path / "encoder.tflite")).get_tensor_details()
     kept = [g for g in measured.float_groups if g.startswith("image_encoder")]
@@ -133,7 +139,7 @@ def test_tflite_package_with_measured_plan(tiny_model, measured, tmp_path):
     dtypes = {str(d["dtype"].__name__) for d in details}
     assert "int8" in dtypes and "float16" in dtypes  # int8 weights elsewhere, fp16 weights in kept groups
     for g in kept:
-        from converters.tflite_export import module_lists
+        from converters.backends.litert.export import module_lists
 
         rx = tflite_module_regex(group_regex(g), module_lists(model))
         hits = [d for d in details if matches(rx, [d["name"]])]

@@ -14,8 +14,8 @@ def test_litert_w8a8_follows_fake_quant(tiny_model, tmp_path):
     import litert_torch
     from ai_edge_litert.interpreter import Interpreter
 
-    from converters.tflite_export import quiet
-    from converters.tflite_w8a8 import quantize_tflite_w8a8
+    from converters.backends.litert.w8a8_quantize import quantize_tflite_w8a8
+    from converters.logs import quiet
     from converters.wrappers import EncoderWrapper
     from tinysam.quant.calibrate import load_calibration_images, make_samples
     from tinysam.quant.qmodel import quant_layers, quantize_model, set_quant

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-import converters.onnx_export as onnx_export
+import converters.backends.onnx.export as onnx_export
 from converters.api import build_package
+from converters.options import ConvertOptions
 from converters.package import check_hashes
 from converters.verify import verify_package
 from converters.wrappers import SamOnnxDecoder
@@ -64,7 +65,7 @@ def test_exception_midway_leaves_nothing(tiny_model, tmp_path, monkeypatch):
 
     monkeypatch.setattr(onnx_export, "_convert_precision", fail_on_second)
     with pytest.raises(RuntimeError, match="injected"):
-        build_package(model, info, "onnx", "fp32", tmp_path)
+        build_package(model, info, "onnx", ConvertOptions(precision="fp32", out_dir=tmp_path))
     assert list(tmp_path.iterdir()) == []
 
 

@@ -10,8 +10,9 @@ import onnxruntime as ort
 import torch
 from onnx import numpy_helper
 
-from converters.onnx_compact import compact_file
-from converters.onnx_export import _torch_export, decoder_sample
+from converters.backends.onnx.compact import compact_file
+from converters.backends.onnx.export import _torch_export
+from converters.examples import decoder_sample
 from converters.spec import ExportSpec
 from converters.wrappers import EncoderWrapper, decoder_module
 

@@ -11,8 +11,9 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-import converters.onnx_large as large
+import converters.backends.onnx.large as large
 from converters.api import build_package, load_model
+from converters.options import ConvertOptions
 from converters.package import check_hashes
 
 
@@ -24,7 +25,7 @@ def small_limit(monkeypatch):
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_large_encoder_is_saved_with_external_data(small_limit, tmp_path, precision):
     model, info = load_model("tinysam", None, 64, seed=0)
-    res = build_package(model, info, "onnx", precision, tmp_path)
+    res = build_package(model, info, "onnx", ConvertOptions(precision=precision, out_dir=tmp_path))
     assert res.parity["passed"]
     files = json.loads((res.path / "manifest.json").read_text())["files"]
     assert "encoder.onnx.data" in files and check_hashes(res.path) == []
@@ -53,7 +54,7 @@ def test_large_models_run_without_the_memory_arena(small_limit, tmp_path, monkey
     import mobile_runtime.backends.onnx_backend as ob
 
     model, info = load_model("tinysam", None, 64, seed=0)
-    res = build_package(model, info, "onnx", "fp32", tmp_path)
+    res = build_package(model, info, "onnx", ConvertOptions(precision="fp32", out_dir=tmp_path))
     assert oct((res.path / "encoder.onnx.data").stat().st_mode & 0o777) == oct((res.path / "encoder.onnx").stat().st_mode & 0o777)
     assert ob.OnnxModel(res.path / "encoder.onnx").memory_arena  # 3 MB: small enough for the arena
     monkeypatch.setattr(ob, "ARENA_MAX_MODEL_BYTES", 1_000_000)

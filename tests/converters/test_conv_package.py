@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from converters.backends.litert.export import tflite_module_regex
+from converters.backends.onnx.recipes import onnx_nodes_to_exclude
 from converters.package import AtomicPackage, check_hashes, hash_tree
-from converters.precision import keep_float_name, onnx_nodes_to_exclude, precision_plan
+from converters.precision import keep_float_name, precision_plan
 from converters.spec import ExportSpec, parse_targets
-from converters.tflite_export import tflite_module_regex
 from tinysam.config import get_config
 
 
@@ -55,7 +56,7 @@ def test_mixed_plan_selects_stem_and_upscaling_in_every_spelling():
 
 
 def test_decoder_rules_match_the_decoder_files_tensor_names():
-    from converters.tflite_export import file_module_regex, matches
+    from converters.backends.litert.export import file_module_regex, matches
 
     # LiteRT decoder tensors carry no `mask_decoder` scope: the wrapper calls into the model's parts
     up = "converters.wrappers.DecoderWrapper/torch.nn.modules.container.Sequential_output_upscaling/" \
@@ -111,7 +112,6 @@ def test_sigterm_midway_leaves_nothing(tmp_path):
 
 
 def test_onnx_exclusions_find_decoder_layers_and_leave_the_encoder_alone():
-    from converters.precision import onnx_nodes_to_exclude
 
     plan = {"keep_float": [{"module": r"mask_decoder\.transformer\.layers\.1\.cross_attn_image_to_token(\.|$)"},
                            {"module": r"image_encoder\.layers\.1(\.|$)"}]}

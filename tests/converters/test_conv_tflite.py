@@ -7,6 +7,7 @@ import json
 import pytest
 
 from converters.api import build_package
+from converters.options import ConvertOptions
 from converters.package import check_hashes
 
 
@@ -14,7 +15,7 @@ from converters.package import check_hashes
 @pytest.mark.parametrize("precision,min_iou", [("fp32", 0.999), ("fp16", 0.99), ("int8", 0.95)])
 def test_tflite_package_parity(tiny_model, tmp_path, precision, min_iou):
     model, info = tiny_model
-    res = build_package(model, info, "tflite", precision, tmp_path)
+    res = build_package(model, info, "tflite", ConvertOptions(precision=precision, out_dir=tmp_path))
     assert res.parity["passed"] and res.parity["metrics"]["mask_iou_mean"] >= min_iou
     manifest = json.loads((res.path / "manifest.json").read_text())
     dec = manifest["models"]["decoder"]

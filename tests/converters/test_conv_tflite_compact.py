@@ -8,7 +8,7 @@ import warnings
 import numpy as np
 import torch
 
-from converters.tflite_compact import compact_tflite_biases
+from converters.backends.litert.compact import compact_tflite_biases
 from tinysam.modeling.tiny_vit import Attention
 
 
@@ -50,7 +50,7 @@ def test_compaction_replaces_the_folded_bias_and_keeps_the_output(tmp_path):
     with torch.no_grad():
         np.testing.assert_allclose(_run(dst, x.numpy()), attn(x).numpy(), atol=1e-4)
     assert compact_tflite_biases(dst, attn) == {"replaced": 0, "bytes_saved": 0}  # nothing folded is left
-    from converters.tflite_export import tensor_names
+    from converters.backends.litert.export import tensor_names
 
     added = [n for n in tensor_names(dst) if n.endswith("_table") or n.startswith("attention_bias_index")]
     assert len(added) == 2 and not any(n.startswith("b'") for n in added)  # text names, not bytes reprs

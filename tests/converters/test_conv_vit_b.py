@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from converters.api import build_package, load_model
+from converters.options import ConvertOptions
 from converters.spec import PARITY_THRESHOLDS
 
 pytestmark = pytest.mark.slow  # about 1.5 min on 2 cores: four 360 MB exports
@@ -36,7 +37,7 @@ def vit_b():
                          [("onnx", "fp32"), ("tflite", "fp32"), ("coreml", "fp32"), ("onnx", "int8")])
 def test_sam_vit_b_converts_with_parity(vit_b, tmp_path, target: str, precision: str) -> None:
     model, info = vit_b
-    res = build_package(model, info, target, precision, tmp_path)
+    res = build_package(model, info, target, ConvertOptions(precision=precision, out_dir=tmp_path))
     try:
         m = res.parity["metrics"]
         assert res.parity["passed"], res.parity["failures"]

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from converters.api import build_package
+from converters.options import ConvertOptions
 from converters.parity import check_parity, mask_ious
 from converters.spec import FAKE_QUANT_THRESHOLDS
 from converters.verify import verify_package
@@ -45,7 +46,7 @@ def w8a8_setup():
 @pytest.fixture(scope="module")
 def onnx_pkg(w8a8_setup, tmp_path_factory):
     model, info, q = w8a8_setup
-    return build_package(model, info, "onnx", "w8a8", tmp_path_factory.mktemp("w8a8_onnx"), qmodel=q)
+    return build_package(model, info, "onnx", ConvertOptions(precision="w8a8", out_dir=tmp_path_factory.mktemp("w8a8_onnx")), qmodel=q)
 
 
 def test_onnx_w8a8_package_follows_fake_quant(w8a8_setup, onnx_pkg):
@@ -126,7 +127,7 @@ def test_wrong_scales_fail_the_fake_quant_gate(w8a8_setup, tmp_path):
     bad = copy.deepcopy(q)
     for layer in quant_layers(bad).values():  # activation scales halved: the export clips what the recipe keeps
         layer.a_scale.mul_(0.5)
-    res = build_package(model, info, "onnx", "w8a8", tmp_path, verify=False, qmodel=bad)
+    res = build_package(model, info, "onnx", ConvertOptions(precision="w8a8", out_dir=tmp_path, verify=False), qmodel=bad)
     manifest = json.loads((res.path / "manifest.json").read_text())
     good_ref = package_reference(q, manifest["precision_plan"]["layers"])
     report = check_parity(model, res.path, manifest, fake_quant=good_ref)
@@ -165,7 +166,7 @@ def test_coreml_w8a8_package_holds_the_recipe_scales(w8a8_setup, tmp_path):
     import coremltools as ct
 
     model, info, q = w8a8_setup
-    res = build_package(model, info, "coreml", "w8a8", tmp_path, qmodel=q)
+    res = build_package(model, info, "coreml", ConvertOptions(precision="w8a8", out_dir=tmp_path), qmodel=q)
     assert res.parity["passed"]
     assert res.parity["fake_quant"]["metrics"]["mask_iou_mean"] >= FAKE_QUANT_THRESHOLDS["coreml"]["mask_iou_mean"]
     spec = ct.models.MLModel(str(res.path / "encoder.mlpackage"), skip_model_load=True).get_spec()
@@ -202,7 +203,7 @@ def test_tflite_w8a8_package(w8a8_setup, tmp_path):
     from mobile_runtime import load_package
 
     model, info, q = w8a8_setup
-    res = build_package(model, info, "tflite", "w8a8", tmp_path, qmodel=q)
+    res = build_package(model, info, "tflite", ConvertOptions(precision="w8a8", out_dir=tmp_path), qmodel=q)
     assert res.parity["passed"]
     assert res.parity["fake_quant"]["metrics"]["mask_iou_mean"] >= FAKE_QUANT_THRESHOLDS["tflite"]["mask_iou_mean"]
     details = Interpreter(str(res.path / "encoder.tflite")).get_tensor_details()

@@ -1,4 +1,4 @@
-"""ONNX int8 weight storage with float compute (`converters.onnx_weight_only`), run in ONNX Runtime."""
+"""ONNX int8 weight storage with float compute (`converters.backends.onnx.weight_only`), run in ONNX Runtime."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from converters.onnx_weight_only import quantize_weights_int8
+from converters.backends.onnx.weight_only import quantize_weights_int8
 
 
 class Small(nn.Module):

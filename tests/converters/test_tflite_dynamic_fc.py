@@ -14,7 +14,7 @@ def _dynamic_fc(linear: nn.Linear, x: torch.Tensor, path) -> np.ndarray:  # noqa
     from ai_edge_litert.interpreter import Interpreter
     from ai_edge_quantizer import qtyping, quantizer, recipe_manager
 
-    from converters.tflite_export import quiet
+    from converters.logs import quiet
 
     src, dst = path / "fc.tflite", path / "fc_dyn.tflite"
     with quiet():

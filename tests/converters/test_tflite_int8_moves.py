@@ -1,4 +1,4 @@
-"""`converters.tflite_int8_moves`: data movement runs on int8 in static int8 graphs, values bit for bit."""
+"""`converters.backends.litert.int8_moves`: data movement runs on int8 in static int8 graphs, values bit for bit."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from converters.tflite_int8_moves import move_int8_data
+from converters.backends.litert.int8_moves import move_int8_data
 
 
 class PadTokens(nn.Module):
@@ -32,7 +32,7 @@ def _quantized(tmp_path, ops: tuple[str, ...], samples: list[np.ndarray], symmet
     import litert_torch
     from ai_edge_quantizer import qtyping, quantizer, recipe_manager
 
-    from converters.tflite_export import quiet
+    from converters.logs import quiet
 
     torch.manual_seed(0)
     x = torch.randn(1, 8, 16, 16)

@@ -1,4 +1,4 @@
-"""`converters.tflite_layout`: no-op TRANSPOSE/RESHAPE runs collapse, values stay bit for bit."""
+"""`converters.backends.litert.layout`: no-op TRANSPOSE/RESHAPE runs collapse, values stay bit for bit."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from converters.tflite_layout import collapse_layout_chains
+from converters.backends.litert.layout import collapse_layout_chains
 
 
 class TokensConv(nn.Module):
@@ -82,13 +82,13 @@ def test_collapsed_file_calibrates_with_ai_edge_quantizer(converted, tmp_path):
 
 
 def test_tinysam_float_encoder_names_every_layer_output_after_its_layer(tiny_model, tmp_path):
-    """`converters.tflite_names` in the real export: rules that select layers by output name reach
+    """`converters.backends.litert.names` in the real export: rules that select layers by output name reach
     every FULLY_CONNECTED/CONV op (TinyViT's attention `proj` outputs used to carry the block's name)."""
     from ai_edge_litert.interpreter import Interpreter
 
+    from converters.backends.litert.export import float_encoder
+    from converters.backends.litert.names import LAYER_OPS, layer_path
     from converters.spec import ExportSpec
-    from converters.tflite_export import float_encoder
-    from converters.tflite_names import LAYER_OPS, layer_path
 
     model, _ = tiny_model
     path = tmp_path / "encoder.tflite"

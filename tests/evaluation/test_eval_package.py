@@ -16,10 +16,11 @@ from evaluation.writers import decode_rle
 def test_box_and_click_protocols_match_across_backends(coco_set, seeded_tinysam, tmp_path) -> None:
     import mobile_runtime
     from converters.api import build_package
+    from converters.options import ConvertOptions
 
     model, predictor = seeded_tinysam
     info = {"name": "tinysam", "config": model.config.to_dict(), "checkpoint_sha256": None, "trained": False}
-    pkg = build_package(model, info, "onnx", "fp32", tmp_path, verify=False)
+    pkg = build_package(model, info, "onnx", ConvertOptions(precision="fp32", out_dir=tmp_path, verify=False))
     session = mobile_runtime.load_package(pkg.path)
     gt = coco.load_coco(coco_set.annotations)
     dets = coco.load_detections(coco_set.detections, gt)

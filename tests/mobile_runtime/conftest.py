@@ -198,9 +198,10 @@ class ConverterPackages(dict):
 
     def __missing__(self, key: tuple[str, str]) -> Path:
         from converters.api import build_package, load_model
+        from converters.options import ConvertOptions
 
         model, info = load_model(key[0], None, self.SIZE, seed=0)
-        self[key] = build_package(model, info, key[1], "fp32", self.out, verify=False).path
+        self[key] = build_package(model, info, key[1], ConvertOptions(precision="fp32", out_dir=self.out, verify=False)).path
         return self[key]
 
 

@@ -32,9 +32,10 @@ pytestmark = pytest.mark.skipif(WEIGHTS is None, reason="no trained tinysam weig
 def trained(tmp_path_factory):
     """(reference model, session over its fp32 ONNX package) of the shipped student."""
     from converters.api import build_package, load_model
+    from converters.options import ConvertOptions
 
     model, info = load_model("tinysam", WEIGHTS.path, WEIGHTS.image_size)
-    pkg = build_package(model, info, "onnx", "fp32", tmp_path_factory.mktemp("trained"), verify=False).path
+    pkg = build_package(model, info, "onnx", ConvertOptions(precision="fp32", out_dir=tmp_path_factory.mktemp("trained"), verify=False)).path
     session = load_package(pkg)
     yield model, session
     session.close()

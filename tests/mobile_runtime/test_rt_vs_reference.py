@@ -24,7 +24,8 @@ PARAMS = dict(points_per_side=16, pred_iou_thresh=0.7, stability_score_thresh=0.
 HIGH = 4.0  # hierarchical coverage threshold (a logit): 8.5 is never reached by these weights
 
 
-def _oracle():
+def load_oracle():
+    """The test oracle module (tests/tinysam/oracle_sam.py), loaded once (bench/everything_speed.py uses it too)."""
     if "oracle_sam" in sys.modules:
         return sys.modules["oracle_sam"]
     spec = importlib.util.spec_from_file_location("oracle_sam", ORACLE)
@@ -39,7 +40,7 @@ def structured_tinysam(image_size: int = SIZE):
     from converters.api import load_model
 
     model, info = load_model("tinysam", None, image_size, seed=0)
-    _oracle().structure_decoder(model, shift=6.0, gain=120.0)
+    load_oracle().structure_decoder(model, shift=6.0, gain=120.0)
     with torch.no_grad():
         model.mask_decoder.iou_prediction_head.layers[-1].bias.add_(0.85)
     info = dict(info, seed=None, note="decoder edited for everything-mode tests")
@@ -49,15 +50,16 @@ def structured_tinysam(image_size: int = SIZE):
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     from converters.api import build_package
+    from converters.options import ConvertOptions
 
     model, info = structured_tinysam()
-    path = build_package(model, info, "onnx", "fp32", tmp_path_factory.mktemp("ev-pkg"), verify=False).path
+    path = build_package(model, info, "onnx", ConvertOptions(precision="fp32", out_dir=tmp_path_factory.mktemp("ev-pkg"), verify=False)).path
     return model, load_package(path)
 
 
 @pytest.fixture(scope="module")
 def image() -> np.ndarray:
-    return _oracle().block_image(96, 128, seed=0)
+    return load_oracle().block_image(96, 128, seed=0)
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from converters.api import convert
+from converters import ConvertOptions, convert
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -46,7 +46,7 @@ def test_exception_midway_through_convert_leaves_nothing(tmp_path, when: str) ->
             raise _Stop("disk full (simulated)")
 
     with pytest.raises(_Stop):
-        convert("tinysam", None, "onnx", "fp32", tmp_path, verify=False, image_size=128, progress=progress)
+        convert("tinysam", ConvertOptions(targets="onnx", out_dir=tmp_path, verify=False, image_size=128), progress)
     assert any(when in m for m in seen)
     assert list(tmp_path.iterdir()) == []
 

@@ -23,10 +23,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .prompt_encoder import EMPTY_SLOT_LABEL
+
 # Additive attention bias for empty slots: exp(-1e4) underflows to exactly 0 in float32 and the
 # value stays finite in float16.
 EMPTY_SLOT_BIAS = -1e4
-EMPTY_SLOT_LABEL = -2
 
 
 class PositionEmbeddingRandom(nn.Module):

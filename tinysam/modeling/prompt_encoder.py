@@ -15,6 +15,11 @@ from torch import nn
 
 from .common import LayerNorm2d
 
+# Point labels (the deployment package spells the same codes in `mobile_runtime.package_format.LABEL`;
+# tinysam imports no runtime code, so they are defined once here for the reference model).
+EMPTY_SLOT_LABEL = -2  # slot removed from attention
+PAD_LABEL = -1  # SAM's not-a-point padding point
+
 
 class PositionEmbeddingRandom(nn.Module):
     """Random Fourier features of (x, y) positions (buffer `positional_encoding_gaussian_matrix`)."""
@@ -91,9 +96,9 @@ class PromptEncoder(nn.Module):
         `point_embeddings[label]`; 2/3 equal upstream's box-corner embedding.
         """
         pe = self.pe_layer.forward_with_coords(coords + 0.5, self.input_image_size)
-        not_positional = (labels == -1) | (labels == -2)
+        not_positional = (labels == PAD_LABEL) | (labels == EMPTY_SLOT_LABEL)
         emb = torch.where(not_positional[..., None], torch.zeros_like(pe), pe)
-        emb = emb + (labels == -1).to(emb.dtype)[..., None] * self.not_a_point_embed.weight
+        emb = emb + (labels == PAD_LABEL).to(emb.dtype)[..., None] * self.not_a_point_embed.weight
         for i, table in enumerate(self.point_embeddings):
             emb = emb + (labels == i).to(emb.dtype)[..., None] * table.weight
         return emb

@@ -10,12 +10,13 @@ import torch
 import torch.nn.functional as F
 
 from .common import PromptableModel
+from .prompt_encoder import EMPTY_SLOT_LABEL
 from .transformer import EMPTY_SLOT_BIAS
 
 
 def empty_slot_bias(labels: torch.Tensor) -> torch.Tensor:
-    """Additive attention key bias [K, N]: `EMPTY_SLOT_BIAS` where label == -2, else 0."""
-    return (labels == -2).to(torch.float32) * EMPTY_SLOT_BIAS
+    """Additive attention key bias [K, N]: `EMPTY_SLOT_BIAS` where the label is `EMPTY_SLOT_LABEL`, else 0."""
+    return (labels == EMPTY_SLOT_LABEL).to(torch.float32) * EMPTY_SLOT_BIAS
 
 
 def select_masks(

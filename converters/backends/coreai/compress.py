@@ -164,18 +164,31 @@ def calibration_tensors(model: nn.Module, calibration: str | Path | None, n: int
 _CACHE: dict[tuple, CompressedModel] = {}
 
 
+def _plan_dict(plan) -> dict:  # noqa: ANN001
+    return plan.to_dict() if hasattr(plan, "to_dict") else dict(plan)
+
+
+def fake_quant_model(model: nn.Module, spec: ExportSpec, plan, calibration: str | Path | None = None,  # noqa: ANN001
+                     progress: Callable[[str], None] | None = None) -> nn.Module | None:
+    """`Backend.fake_quant`: coreai-opt's fake-quant model of a compressed package (None for fp32/fp16).
+    Compressing here also prepares what the export then converts (cached)."""
+    if spec.precision not in COMPRESSED:
+        return None
+    return compressed_model(model, spec, plan, calibration, progress).fake_quant
+
+
 def compressed_model(model: nn.Module, spec: ExportSpec, plan: dict, calibration: str | Path | None = None,
                      progress: Callable[[str], None] | None = None) -> CompressedModel:
     """Compress `model`'s encoder and decoder for `spec.precision` under `plan` (cached; `model` is not
     modified). W8A8 calibrates on the first 4 images of `calibration` (bundled photos by default)."""
-    from converters.onnx_export import decoder_sample
+    from converters.examples import decoder_sample
 
     precision = spec.precision
     if precision not in COMPRESSED:
         raise ValueError(f"precision {precision!r} is not a coreai-opt compression; choose one of {COMPRESSED}")
     # Calibration is not part of the key: the first call (the package build, with the user's
     # `--calibration`) compresses, and the export inside the same build reuses that result.
-    key = (id(model), precision, json.dumps(plan.get("keep_float", []), sort_keys=True))
+    key = (id(model), precision, json.dumps(_plan_dict(plan).get("keep_float", []), sort_keys=True))
     if key in _CACHE:
         return _CACHE[key]
     say = progress or (lambda msg: None)

@@ -30,7 +30,7 @@ from converters.backends.coreai.capabilities import (
 )
 from converters.backends.coreai.compress import COMPRESSED, compressed_model
 from converters.backends.coreai.mask_product import transpose_mask_product
-from converters.onnx_export import decoder_sample
+from converters.examples import decoder_sample
 from converters.spec import DECODER_K, ExportSpec
 from converters.wrappers import EncoderWrapper, decoder_module
 

@@ -20,11 +20,12 @@ from pathlib import Path
 
 import torch
 
-from converters.coreml_plan import coreml_keep_float_consts
-from converters.onnx_export import decoder_sample
-from converters.precision import keep_float_ops
+from converters.backends.coreml.plan import coreml_keep_float_consts
+from converters.backends.coreml.recipes import KIND_OPS
+from converters.examples import decoder_sample, encoder_sample
+from converters.logs import quiet
+from converters.precision import PrecisionPlan, keep_float_ops
 from converters.spec import DECODER_K, ExportSpec
-from converters.tflite_export import quiet
 from converters.wrappers import EncoderWrapper, decoder_module
 
 MIN_TARGET = "iOS17"
@@ -71,7 +72,7 @@ def weight_const_names(mlmodel) -> list[str]:
     return [op.name for f in prog.functions.values() for op in f.operations if op.op_type == "const"]
 
 
-def _quantize(mlmodel, module: torch.nn.Module, plan: dict):
+def _quantize(mlmodel, module: torch.nn.Module, plan: PrecisionPlan):
     """int8 per-channel weights, except the consts the plan keeps float (by name, or by value for
     BatchNorm-folded convs whose consts lost their module names)."""
     import coremltools.optimize.coreml as cto
@@ -80,14 +81,14 @@ def _quantize(mlmodel, module: torch.nn.Module, plan: dict):
     skip = coreml_keep_float_consts(module, mlmodel, plan)
     config = cto.OptimizationConfig(
         global_config=glob,
-        op_type_configs={t: None for t in keep_float_ops(plan, "coreml")},
+        op_type_configs={t: None for t in keep_float_ops(plan, KIND_OPS)},
         op_name_configs={n: None for n in skip},
     )
     with quiet():
         return cto.linear_quantize_weights(mlmodel, config=config)
 
 
-def _converted(module, args, in_names, out_names, spec: ExportSpec, plan: dict, description: str):
+def _converted(module, args, in_names, out_names, spec: ExportSpec, plan: PrecisionPlan, description: str):
     ml = _convert(module, args, in_names, out_names, spec.precision)
     if spec.precision in ("int8", "mixed"):
         ml = _quantize(ml, module, plan)
@@ -108,14 +109,14 @@ def save_multifunction(parts: dict[str, Path], default: str, dst: Path) -> None:
         ct.utils.save_multifunction(desc, str(dst))
 
 
-def export_coreml(model: torch.nn.Module, spec: ExportSpec, out_dir: Path, plan: dict, work: Path,
+def export_coreml(model: torch.nn.Module, spec: ExportSpec, out_dir: Path, plan: PrecisionPlan, work: Path,
                   progress=None) -> dict:
     """Write encoder.mlpackage and the multifunction decoder.mlpackage into `out_dir`; returns `models`."""
     say = progress or (lambda msg: None)
     work.mkdir(parents=True, exist_ok=True)
-    s = spec.image_size
     say("coreml: converting encoder")
-    _converted(EncoderWrapper(model), (torch.randn(1, 3, s, s),), ["image"], ["image_embeddings"], spec, plan,
+    _converted(EncoderWrapper(model), encoder_sample(spec), [t.name for t in spec.encoder_inputs()],
+               [t.name for t in spec.encoder_outputs()], spec, plan,
                "encoder").save(str(out_dir / spec.encoder_file))
     in_names = [t.name for t in spec.decoder_inputs(1)]
     out_names = [t.name for t in spec.decoder_outputs(1)]

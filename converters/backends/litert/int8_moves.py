@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from converters.tflite_flatbuffer import builtin_code, op_readers, write_in_place
+from converters.backends.litert.flatbuffer import builtin_code, op_readers, write_in_place
 
 
 def _moves() -> set[int]:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from converters.tflite_flatbuffer import builtin_code, op_readers, opcode_index, write_in_place
+from converters.backends.litert.flatbuffer import builtin_code, op_readers, opcode_index, write_in_place
 
 
 def _const_ints(fm, sg, ti: int) -> np.ndarray | None:  # noqa: ANN001

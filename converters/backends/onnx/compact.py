@@ -29,7 +29,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from converters.onnx_large import save_onnx
+from converters.adapters import folds_dense_positional_encoding, table_lookups
+from converters.backends.onnx.large import save_onnx
 
 MIN_BYTES = 16 * 1024  # smaller folded consts are not worth a subgraph
 
@@ -99,16 +100,6 @@ def _table_lookups(model: torch.nn.Module, kind: str, table_attr: str, index_att
     return out
 
 
-def _attention_biases(model: torch.nn.Module) -> list[Folded]:
-    """TinyViT: `attention_biases[:, attention_bias_idxs]` ([heads, N, N])."""
-    return _table_lookups(model, "attention_bias", "attention_biases", "attention_bias_idxs", axis=1)
-
-
-def _relative_positions(model: torch.nn.Module) -> list[Folded]:
-    """SAM ViT: `rel_pos_h[rel_index_h]` and `rel_pos_w[rel_index_w]` ([q, k, head_dim])."""
-    return [f for axis in "hw" for f in _table_lookups(model, "rel_pos", f"rel_pos_{axis}", f"rel_index_{axis}", 0)]
-
-
 def _dense_pe(model: torch.nn.Module) -> list[Folded]:
     pe_layer = getattr(getattr(model, "prompt_encoder", None), "pe_layer", None)
     gauss = getattr(pe_layer, "positional_encoding_gaussian_matrix", None)
@@ -137,8 +128,11 @@ def _dense_pe(model: torch.nn.Module) -> list[Folded]:
 
 
 def folded_candidates(model: torch.nn.Module) -> list[Folded]:
-    """Every tensor of `model` the exporter may fold into a large constant."""
-    found = _attention_biases(model) + _relative_positions(model) + _dense_pe(model)
+    """Every tensor of `model` the exporter may fold into a large constant: the table lookups its export
+    adapter names (TinyViT attention biases, SAM ViT relative positions) and the dense positional encoding."""
+    found = [f for lk in table_lookups(model) for f in _table_lookups(model, lk.kind, lk.table_attr, lk.index_attr,
+                                                                      lk.axis)]
+    found += _dense_pe(model) if folds_dense_positional_encoding(model) else []
     return [f for f in found if f.value.nbytes >= MIN_BYTES]
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from converters.tflite_flatbuffer import builtin_code, tensor_name, write_in_place
+from converters.backends.litert.flatbuffer import builtin_code, tensor_name, write_in_place
 
 LAYER_OPS = ("FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D", "TRANSPOSE_CONV")
 _WEIGHT_INPUT = {"TRANSPOSE_CONV": 1}  # TRANSPOSE_CONV: (output_shape, weights, input, bias)

@@ -8,29 +8,19 @@ from pathlib import Path
 
 import torch
 
-from converters.onnx_compact import compact_file
-from converters.onnx_large import copy_onnx, needs_external_data, save_onnx
-from converters.onnx_shared import SHARED_WEIGHTS, share_weights
-from converters.onnx_weight_only import quantize_weights_int8
-from converters.precision import onnx_nodes_to_exclude
+from converters.backends.onnx.compact import compact_file
+from converters.backends.onnx.large import copy_onnx, needs_external_data, save_onnx
+from converters.backends.onnx.recipes import onnx_nodes_to_exclude
+from converters.backends.onnx.shared_weights import SHARED_WEIGHTS, share_weights
+from converters.backends.onnx.weight_only import quantize_weights_int8
+from converters.examples import decoder_sample, encoder_sample
+from converters.precision import PrecisionPlan
 from converters.spec import DECODER_K, ExportSpec
 from converters.wrappers import EncoderWrapper, decoder_module, sam_onnx_module
 
 OPSET = 17
 QUANT_OPS = ["MatMul", "Gemm"]  # int8: dynamic quantization (MatMulInteger)
-CONV_OPS = ("Conv", "ConvTranspose")  # int8: weight-only (converters.onnx_weight_only)
-
-
-def decoder_sample(spec: ExportSpec, k: int) -> tuple[torch.Tensor, ...]:
-    """Example inputs for the K-prompt decoder, exactly `spec.decoder_inputs(k)` (names, shapes)."""
-    e, n, lr = spec.embedding_size, 8, spec.low_res_size
-    coords = torch.rand(k, n, 2) * spec.image_size
-    labels = torch.full((k, n), -2.0)
-    labels[:, 0] = 1.0
-    labels[:, 1] = -1.0
-    sample = {"image_embeddings": torch.randn(1, 256, e, e), "point_coords": coords, "point_labels": labels,
-              "mask_input": torch.zeros(k, 1, lr, lr), "has_mask_input": torch.zeros(k)}
-    return tuple(sample[t.name] for t in spec.decoder_inputs(k))
+CONV_OPS = ("Conv", "ConvTranspose")  # int8: weight-only (converters.backends.onnx.weight_only)
 
 
 def _torch_export(module: torch.nn.Module, args: tuple, path: Path, inputs: list[str], outputs: list[str],
@@ -42,7 +32,7 @@ def _torch_export(module: torch.nn.Module, args: tuple, path: Path, inputs: list
                           do_constant_folding=True)
 
 
-def _convert_precision(src: Path, dst: Path, precision: str, plan: dict, work: Path) -> None:
+def _convert_precision(src: Path, dst: Path, precision: str, plan: PrecisionPlan, work: Path) -> None:
     """fp32 file `src` -> `dst` in `precision`: fp16 cast; int8 = int8 weights, MatMul/Gemm inputs quantized
     at run time (onnxruntime dynamic quantization), convolutions float compute; mixed = int8 weights per
     `plan`, float compute."""
@@ -56,7 +46,7 @@ def _convert_precision(src: Path, dst: Path, precision: str, plan: dict, work: P
 
         save_onnx(convert_float_to_float16(onnx.load(str(src)), keep_io_types=True), dst)
         return
-    if precision == "mixed":  # int8 weight storage, float compute (converters.onnx_weight_only)
+    if precision == "mixed":  # int8 weight storage, float compute (converters.backends.onnx.weight_only)
         graph = onnx.load(str(src), load_external_data=False).graph
         quantize_weights_int8(src, dst, set(onnx_nodes_to_exclude(plan, [(n.name, n.op_type) for n in graph.node])))
         return
@@ -79,7 +69,7 @@ def _convert_precision(src: Path, dst: Path, precision: str, plan: dict, work: P
     quantize_weights_int8(dyn, dst, set(exclude) | {n.name for n in graph.node if n.op_type not in CONV_OPS})
 
 
-def _finish(model: torch.nn.Module, src: Path, dst: Path, precision: str, plan: dict, work: Path, say,
+def _finish(model: torch.nn.Module, src: Path, dst: Path, precision: str, plan: PrecisionPlan, work: Path, say,
             convert: Callable[[Path, Path], None] | None = None) -> None:
     """fp32 export `src` -> `dst` in `precision` (or by `convert`), then folded constants computed in-graph again."""
     if convert is not None:
@@ -97,7 +87,7 @@ def _entry(file: str, inputs: list, outputs: list) -> dict:
             "outputs": [t.to_dict() for t in outputs]}
 
 
-def export_onnx(model: torch.nn.Module, spec: ExportSpec, out_dir: Path, plan: dict, work: Path,
+def export_onnx(model: torch.nn.Module, spec: ExportSpec, out_dir: Path, plan: PrecisionPlan, work: Path,
                 progress=None, convert: Callable[[Path, Path], None] | None = None) -> dict:
     """Write encoder.onnx, decoder_k{K}.onnx, decoder_sam_onnx.onnx and decoder.weights into `out_dir`.
 
@@ -114,7 +104,8 @@ def export_onnx(model: torch.nn.Module, spec: ExportSpec, out_dir: Path, plan: d
     s = spec.image_size
     say("onnx: exporting encoder")
     enc_fp32 = work / "encoder_fp32.onnx"
-    _torch_export(EncoderWrapper(model), (torch.randn(1, 3, s, s),), enc_fp32, ["image"], ["image_embeddings"])
+    _torch_export(EncoderWrapper(model), encoder_sample(spec), enc_fp32, [t.name for t in spec.encoder_inputs()],
+                  [t.name for t in spec.encoder_outputs()])
     _finish(model, enc_fp32, out_dir / spec.encoder_file, spec.precision, plan, work, say, convert)
 
     in_names = [t.name for t in spec.decoder_inputs(1)]

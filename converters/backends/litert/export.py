@@ -2,30 +2,29 @@
 
 LiteRT has no dynamic shapes, so the decoder is one file with one signature per K (`k1`, `k16`).
 Signature tensors are named `args_N` / `output_N` by the converter; the manifest maps them.
-Each float file loses its TRANSPOSE/RESHAPE runs that move no element (`converters.tflite_layout`)
-and gets every layer output named after its layer (`converters.tflite_names`, which name-based
+Each float file loses its TRANSPOSE/RESHAPE runs that move no element (`converters.backends.litert.layout`)
+and gets every layer output named after its layer (`converters.backends.litert.names`, which name-based
 quantization rules need) before any precision step.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
 import os
 import re
 import shutil
-import warnings
 from pathlib import Path
 
 import torch
 
-from converters.onnx_export import decoder_sample
-from converters.precision import keep_float_ops, weight_rules, without_top_module
+from converters.backends.litert.compact import compact_tflite_biases
+from converters.backends.litert.flatbuffer import tensor_name
+from converters.backends.litert.layout import collapse_layout_chains
+from converters.backends.litert.names import name_layer_outputs
+from converters.backends.litert.recipes import CONV_OPS, KIND_OPS, WEIGHT_OPS
+from converters.examples import decoder_sample, encoder_sample
+from converters.logs import quiet
+from converters.precision import PrecisionPlan, keep_float_ops, weight_rules, without_top_module
 from converters.spec import DECODER_K, ExportSpec
-from converters.tflite_compact import compact_tflite_biases
-from converters.tflite_flatbuffer import tensor_name
-from converters.tflite_layout import collapse_layout_chains
-from converters.tflite_names import name_layer_outputs
 from converters.wrappers import EncoderWrapper, decoder_module
 
 _FLOAT_CACHE: dict[tuple, bytes] = {}  # (model fingerprint, part) -> float .tflite bytes, last model only
@@ -51,19 +50,6 @@ def _cached_float(key: tuple, dst: Path, build) -> None:
         _FLOAT_CACHE[key] = dst.read_bytes()
     else:
         dst.write_bytes(_FLOAT_CACHE[key])
-
-
-CONV_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "CONV_2D_TRANSPOSE")
-WEIGHT_OPS = ("FULLY_CONNECTED", *CONV_OPS)
-
-
-@contextlib.contextmanager
-def quiet():
-    """Silence the converters' progress chatter and harmless warnings (errors still raise)."""
-    buf = io.StringIO()
-    with warnings.catch_warnings(), contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
-        warnings.simplefilter("ignore")
-        yield
 
 
 _GROUP_END = r"(\.|$)"  # suffix of plan rules that select a whole module (tinysam.quant.qmodel.group_regex)
@@ -103,7 +89,7 @@ def tflite_module_regex(pattern: str, lists: set[str] | None = None) -> str:
     return out + (r"(?=[/;]|$)" if whole else "")
 
 
-def _recipe(precision: str, plan: dict, lists: set[str] | None = None, src: Path | None = None):
+def _recipe(precision: str, plan: PrecisionPlan, lists: set[str] | None = None, src: Path | None = None):
     """An ai-edge-quantizer recipe for `precision` under `plan` (None for fp32); `lists`: see
     tflite_module_regex; `src`: the float file, whose tensor names a module rule is matched against."""
     from ai_edge_quantizer import qtyping, recipe_manager
@@ -120,7 +106,7 @@ def _recipe(precision: str, plan: dict, lists: set[str] | None = None, src: Path
         for name in WEIGHT_OPS:
             rm.add_quantization_config(".*", op(name), fp16, AlgorithmName.FLOAT_CASTING)
         return rm.get_quantization_recipe()
-    from converters.tflite_w8a8 import weight_only_config
+    from converters.backends.litert.w8a8_quantize import weight_only_config
 
     # int8 weights, float compute (an explicit DEQUANTIZE of each weight): every layer of a mixed
     # plan; the convolutions of int8, whose dynamic-range form runs outside XNNPACK (a 1024 px
@@ -131,21 +117,21 @@ def _recipe(precision: str, plan: dict, lists: set[str] | None = None, src: Path
         rm.add_dynamic_config(".*", op.FULLY_CONNECTED, 8)
     # BATCH_MATMUL with int8 weights fails to prepare at load time: keep it float.
     rm.add_quantization_config(".*", op.BATCH_MATMUL, None, AlgorithmName.NO_QUANTIZE)
-    for name in keep_float_ops(plan, "tflite"):
+    for name in keep_float_ops(plan, KIND_OPS):
         rm.add_quantization_config(".*", op(name), None, AlgorithmName.NO_QUANTIZE)
-    names = tensor_names(src) if src is not None and any("module" in r for r in weight_rules(plan)) else []
+    names = tensor_names(src) if src is not None and any(r.module is not None for r in weight_rules(plan)) else []
     for rule in weight_rules(plan):
-        if "module" not in rule:
+        if rule.module is None:
             continue
-        rx = file_module_regex(rule["module"], names, lists)
+        rx = file_module_regex(rule.module, names, lists)
         rm.add_quantization_config(rx, op.ALL_SUPPORTED, None, AlgorithmName.NO_QUANTIZE)
-        if rule.get("precision") == "fp16":  # kept layers of a measured plan: fp16 weights, float compute
+        if rule.precision == "fp16":  # kept layers of a measured plan: fp16 weights, float compute
             for name in WEIGHT_OPS:
                 rm.add_quantization_config(rx, op(name), fp16, AlgorithmName.FLOAT_CASTING)
     return rm.get_quantization_recipe()
 
 
-def _apply_precision(src: Path, dst: Path, precision: str, plan: dict, lists: set[str] | None = None) -> None:
+def _apply_precision(src: Path, dst: Path, precision: str, plan: PrecisionPlan, lists: set[str] | None = None) -> None:
     recipe = _recipe(precision, plan, lists, src)
     if recipe is None:
         shutil.copyfile(src, dst)
@@ -170,11 +156,10 @@ def float_encoder(model: torch.nn.Module, spec: ExportSpec, dst: Path) -> None:
     """Write the float (fp32) LiteRT encoder of `model` to `dst` (converted once per model and process)."""
     import litert_torch
 
-    s = spec.image_size
 
     def build(path: Path) -> None:
         with quiet():
-            litert_torch.convert(EncoderWrapper(model).eval(), (torch.randn(1, 3, s, s),)).export(str(path))
+            litert_torch.convert(EncoderWrapper(model).eval(), encoder_sample(spec)).export(str(path))
         collapse_layout_chains(path)
         name_layer_outputs(path)
 
@@ -210,7 +195,7 @@ def tflite_models(spec: ExportSpec) -> dict:
     }
 
 
-def export_tflite(model: torch.nn.Module, spec: ExportSpec, out_dir: Path, plan: dict, work: Path,
+def export_tflite(model: torch.nn.Module, spec: ExportSpec, out_dir: Path, plan: PrecisionPlan, work: Path,
                   progress=None) -> dict:
     """Write encoder.tflite and decoder.tflite (signatures k1, k16) into `out_dir`.
 

@@ -28,16 +28,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from converters.tflite_export import (
-    WEIGHT_OPS,
+from converters.backends.litert.export import (
     file_module_regex,
     module_lists,
-    quiet,
     tensor_names,
     tflite_module_regex,
 )
-from converters.tflite_flatbuffer import builtin_code, tensor_name
-from converters.tflite_names import LAYER_OPS
+from converters.backends.litert.flatbuffer import builtin_code, tensor_name
+from converters.backends.litert.names import LAYER_OPS
+from converters.backends.litert.recipes import WEIGHT_OPS
+from converters.logs import quiet
 
 QUANT_OPS = ("FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D")
 

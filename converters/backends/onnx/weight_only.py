@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from converters.onnx_large import save_onnx
+from converters.backends.onnx.large import save_onnx
 from tinysam.quant.onnx_qdq import cast_mul_dequantize, identity_resolver, replace_nodes, weight_axis
 
 WEIGHT_OPS = ("MatMul", "Gemm", "Conv", "ConvTranspose")

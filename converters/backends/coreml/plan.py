@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from converters.precision import keep_float_name
+from converters.precision import PrecisionPlan, keep_float_name
 
 
 def _folded_conv_weight(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> np.ndarray:
@@ -21,7 +21,7 @@ def _folded_conv_weight(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> np.ndarray:
     return (conv.weight.detach() * scale.reshape(-1, 1, 1, 1)).numpy()
 
 
-def kept_float_values(module: nn.Module, plan: dict) -> list[np.ndarray]:
+def kept_float_values(module: nn.Module, plan: PrecisionPlan) -> list[np.ndarray]:
     """Weight values of the modules the plan keeps float: their parameters and BN-folded conv weights."""
     out: list[np.ndarray] = []
     for name, mod in module.named_modules():
@@ -55,7 +55,7 @@ def consts_matching_values(consts: dict[str, np.ndarray], values: list[np.ndarra
             if any(np.allclose(c, v, rtol=rtol, atol=atol) for v in by_shape.get(tuple(c.shape), []))]
 
 
-def coreml_keep_float_consts(module: nn.Module, mlmodel, plan: dict) -> list[str]:
+def coreml_keep_float_consts(module: nn.Module, mlmodel, plan: PrecisionPlan) -> list[str]:
     """Weight consts of `mlmodel` (converted from `module`) that `plan` keeps float."""
     consts = const_values(mlmodel)
     by_name = [n for n in consts if keep_float_name(plan, n)]

@@ -7,7 +7,7 @@ exported module does not help: the converter folds any op whose inputs are all c
 rewrites the finished file instead: each folded bias
 constant becomes the output of a GATHER (axis 2) of its table by an int32 index, one index per
 window size. GATHER of constants runs once per inference (0.1 ms); the values are the same floats.
-(`converters.onnx_compact` does the same for ONNX graphs.)
+(`converters.backends.onnx.compact` does the same for ONNX graphs.)
 """
 
 from __future__ import annotations
@@ -17,20 +17,23 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from converters.tflite_flatbuffer import opcode_index, tensor_name, write_in_place
+from converters.adapters import table_lookups
+from converters.backends.litert.flatbuffer import opcode_index, tensor_name, write_in_place
 
 
 def _bias_lookups(model: torch.nn.Module) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """(folded [heads, N, N], table [heads, offsets], index [N, N]) of every TinyViT attention."""
-    from tinysam.modeling.tiny_vit import Attention
-
+    """(folded [heads, N, N], table [heads, offsets], index [N, N]) of every attention-bias lookup the
+    model's export adapter names (TinyViT's `attention_biases[:, attention_bias_idxs]`)."""
+    lookups = [lk for lk in table_lookups(model) if lk.kind == "attention_bias"]
     out = []
     for m in model.modules():
-        if isinstance(m, Attention):
-            with torch.no_grad():
-                table = m.attention_biases.detach().float().cpu().numpy()
-                idx = m.attention_bias_idxs.cpu().numpy().astype(np.int32)
-            out.append((table[:, idx], table, idx))
+        for lk in lookups:
+            table, idx = getattr(m, lk.table_attr, None), getattr(m, lk.index_attr, None)
+            if isinstance(table, torch.Tensor) and isinstance(idx, torch.Tensor):
+                with torch.no_grad():
+                    t = table.detach().float().cpu().numpy()
+                    i = idx.cpu().numpy().astype(np.int32)
+                out.append((np.take(t, i, axis=lk.axis), t, i))
     return out
 
 

@@ -1,0 +1,144 @@
+"""The interface every export target implements: `Backend` (what it does) and `Capabilities` (what it can).
+
+A backend is one folder `converters/backends/<name>/` whose `__init__.py` defines `BACKEND`, and one
+line in `converters/backends/registry.py`. Its `__init__.py` stays light (no torch, no exporter
+toolchain at import time): `export` / `export_w8a8` import the heavy modules when they run.
+
+Backends never import each other; what two of them share lives in a converters module named for what
+it does (`converters.examples`, `converters.logs`, `converters.wrappers`, `converters.precision`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+# How a format keeps the decoder's K variants (prompts per call):
+DECODER_PACKAGING: tuple[str, ...] = (
+    "graphs",      # one model file per K (ONNX: decoder_k1.onnx, decoder_k16.onnx)
+    "signatures",  # signatures of one file (LiteRT: decoder.tflite, k1 / k16)
+    "functions",   # functions of one multifunction model (CoreML: decoder.mlpackage, decoder_k1 / ...)
+    "methods",     # methods of one program (e.g. a .pte with one method per K)
+)
+
+# Layer kinds of the W8A8 recipe (`tinysam.quant`): Linear and Conv layers carry weights; "matmul" are
+# the attention products (q @ k^T, softmax @ v).
+LAYER_KINDS: tuple[str, ...] = ("linear", "conv", "matmul")
+
+# Signatures of the two export entry points (documented in docs/interfaces.md):
+#   export(model, spec, out_dir, plan, work, progress) -> manifest `models` section
+#   export_w8a8(qmodel, spec, out_dir, plan, work, progress, calibration) -> (models, layer split)
+ExportFn = Callable[..., dict]
+ExportW8A8Fn = Callable[..., tuple[dict, dict]]
+#   fake_quant(model, spec, plan, calibration, progress) -> the torch model (encode_image / decode_prompts) that
+#   simulates what the target's compressed files compute, or None; parity also gates the package against it
+FakeQuantFn = Callable[..., Any]
+
+
+@dataclass(frozen=True)
+class W8A8Support:
+    """How a format holds the W8A8 recipe's layers (`converters.w8a8.layer_split` reads it).
+
+    `int8_matmul`: attention products can take int8 operands; else they stay float with
+    `matmul_float_reason`. `static_activation_prefixes`: module-path prefixes whose layers can take the
+    recipe's static int8 input scales ("" = every layer); the other weight layers get int8 weights and
+    float inputs (`weights_only_reason`). `twin_uniform`: how an input the recipe quantizes with two
+    ranges (post-GELU) is computed: "float", or "dynamic_int8" (quantized at run time, as
+    `dynamic_activation_note` says).
+    """
+
+    int8_matmul: bool = True
+    matmul_float_reason: str = ""
+    static_activation_prefixes: tuple[str, ...] = ("",)
+    weights_only_reason: str = ""
+    twin_uniform: str = "float"
+    dynamic_activation_note: str = ""  # how "dynamic_int8" inputs are computed (manifest `dynamic_activations`)
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a target's packages hold and need (typed; the manifest and docs are written from it)."""
+
+    extension: str                            # model file extension, without the dot ("onnx", "mlpackage")
+    decoder_packaging: str                    # one of DECODER_PACKAGING
+    min_os: str                               # what the phone needs (manifest `min_os`)
+    precisions: tuple[str, ...]               # precisions this target exports
+    int8_weight_layers: tuple[str, ...]       # LAYER_KINDS it can run with int8 weights
+    int8_activation_layers: tuple[str, ...]   # LAYER_KINDS it can run with int8 activations (w8a8)
+    fake_quant_thresholds: Mapping[str, float] = field(default_factory=dict)  # w8a8 gate vs the fake-quant model
+    w8a8: W8A8Support = field(default_factory=W8A8Support)
+    extra_model_files: tuple[str, ...] = ()   # model files beyond encoder + decoder variants
+
+
+@dataclass(frozen=True)
+class AppliedTables:
+    """What a target's files hold per precision, in that format's terms (manifest `precision_plan.applied`).
+
+    Each table maps "weights" / "activations" (/ "runtime") to a sentence. `searched_scales` says where
+    the W8A8 recipe's searched scales go for the weight-only int8/mixed packages.
+    """
+
+    int8: Mapping[str, str]
+    mixed: Mapping[str, str]
+    w8a8: Mapping[str, str]
+    searched_scales: str
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One export target.
+
+    - `name`: the target name written into packages (`manifest.target`) and given on the CLI.
+    - `export(model, spec, out_dir, plan, work, progress=None) -> dict`: write the model files of
+      `spec` (fp32/fp16/int8/mixed) into `out_dir` (scratch files go to `work`); returns the manifest's
+      `models` section (hashes are added by `converters.package`).
+    - `export_w8a8(qmodel, spec, out_dir, plan, work, progress=None, calibration=None) -> (models,
+      layers)`: the W8A8 files from the recipe's fake-quant model and the layer split they hold; None
+      when the target has no W8A8 export.
+    - `runtime_kind`: the `mobile_runtime.backends` kind that opens its files.
+    - `kind_ops`: plan rule kind ("normalization", "softmax") -> the format's op types it keeps float.
+    - `applied`: the per-precision "what the files hold" tables.
+    - `fake_quant(model, spec, plan, calibration=None, progress=None)`: for targets whose own compression
+      (not the W8A8 recipe) changes the weights, the fake-quant torch model of a package; `build_package`
+      and `verify` gate the package against it too (`capabilities.fake_quant_thresholds`). None: no such model.
+    """
+
+    name: str
+    capabilities: Capabilities
+    export: ExportFn
+    runtime_kind: str
+    applied: AppliedTables
+    export_w8a8: ExportW8A8Fn | None = None
+    kind_ops: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    fake_quant: FakeQuantFn | None = None
+
+    def decoder_variants(self, ks: tuple[int, ...]) -> dict[int, dict[str, str | None]]:
+        """K -> {"file", "signature"} for the decoder variants, from `capabilities.decoder_packaging`."""
+        ext, how = self.capabilities.extension, self.capabilities.decoder_packaging
+        if how == "graphs":
+            return {k: {"file": f"decoder_k{k}.{ext}", "signature": None} for k in ks}
+        if how == "signatures":
+            return {k: {"file": f"decoder.{ext}", "signature": f"k{k}"} for k in ks}
+        if how in ("functions", "methods"):
+            return {k: {"file": f"decoder.{ext}", "signature": f"decoder_k{k}"} for k in ks}
+        raise ValueError(f"backend {self.name}: unknown decoder packaging {how!r}; "
+                         f"choose one of: {', '.join(DECODER_PACKAGING)}")
+
+
+def run_lazily(module: str, function: str) -> Callable[..., Any]:
+    """A function that imports `module` only when called, then calls its `function` (keeps backend
+    `__init__` modules free of torch and the exporter toolchains)."""
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        import importlib
+
+        return getattr(importlib.import_module(module), function)(*args, **kwargs)
+
+    call.__name__ = function
+    call.__qualname__ = f"{module}.{function}"
+    return call
+
+
+__all__ = ["DECODER_PACKAGING", "LAYER_KINDS", "AppliedTables", "Backend", "Capabilities", "W8A8Support",
+           "run_lazily"]

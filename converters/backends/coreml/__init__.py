@@ -1,0 +1,24 @@
+"""CoreML (.mlpackage, mlprogram) target: encoder, and one multifunction decoder (`decoder_k1`, `decoder_k16`)."""
+
+from converters.backends.base import Backend, Capabilities, run_lazily
+from converters.backends.coreml.recipes import APPLIED, KIND_OPS
+
+CAPABILITIES = Capabilities(
+    extension="mlpackage",
+    decoder_packaging="functions",
+    min_os="iOS 18 / macOS 15 (mlprogram; multifunction decoder)",
+    precisions=("fp32", "fp16", "int8", "mixed", "w8a8"),
+    int8_weight_layers=("linear", "conv"),
+    int8_activation_layers=("linear", "conv", "matmul"),
+    fake_quant_thresholds={"mask_iou_mean": 0.95},
+)
+
+BACKEND = Backend(
+    name="coreml",
+    capabilities=CAPABILITIES,
+    export=run_lazily("converters.backends.coreml.export", "export_coreml"),
+    export_w8a8=run_lazily("converters.backends.coreml.w8a8", "export_w8a8"),
+    runtime_kind="coreml",
+    applied=APPLIED,
+    kind_ops=KIND_OPS,
+)
