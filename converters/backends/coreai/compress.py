@@ -63,7 +63,7 @@ class FakeQuantSam(nn.Module):
     def __init__(self, encoder: nn.Module, decoder: nn.Module, config) -> None:  # noqa: ANN001
         super().__init__()
         self.encoder, self.decoder, self.config = encoder, decoder, config
-        self.training = False  # the parts are in eval mode already (see `_in_eval`); never switch them
+        self.training = False  # the parts are in eval mode already (see `in_eval`); never switch them
 
     def encode_image(self, x: torch.Tensor) -> torch.Tensor:
         """Image [1,3,S,S] -> embedding, through the fake-quant encoder."""
@@ -123,11 +123,11 @@ def _finalize(compressor, prepared: nn.Module) -> tuple[nn.Module, nn.Module]:  
     """(finalized module for Core AI, fake-quant copy of the prepared module)."""
     from coreai_opt import ExportBackend
 
-    reference = _in_eval(copy.deepcopy(prepared))
-    return _in_eval(compressor.finalize(prepared, backend=ExportBackend.CoreAI)), reference
+    reference = in_eval(copy.deepcopy(prepared))
+    return in_eval(compressor.finalize(prepared, backend=ExportBackend.CoreAI)), reference
 
 
-def _in_eval(module: nn.Module) -> nn.Module:
+def in_eval(module: nn.Module) -> nn.Module:
     """`module` in eval mode. Graph-mode (PT2E) modules override `eval()` (it returns None there and
     their observers/fake-quant state is set by coreai-opt), so they are returned as they are."""
     if isinstance(module, torch.fx.GraphModule):

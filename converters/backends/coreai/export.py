@@ -28,7 +28,7 @@ from converters.backends.coreai.capabilities import (
     KNOWN_ISSUES,
     MULTIFUNCTION_MIN_OS,
 )
-from converters.backends.coreai.compress import COMPRESSED, compressed_model
+from converters.backends.coreai.compress import COMPRESSED, in_eval, compressed_model
 from converters.backends.coreai.mask_product import transpose_mask_product
 from converters.examples import decoder_sample
 from converters.spec import DECODER_K, ExportSpec
@@ -39,7 +39,7 @@ def _program(module: torch.nn.Module, args: tuple, fp16: bool, fix_masks: tuple[
     """torch.export + decompositions (+ the mask-product rewrite, + fp16 casting)."""
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ep = torch.export.export(module.eval(), args).run_decompositions()
+        ep = torch.export.export(in_eval(module), args).run_decompositions()
     if fix_masks is not None:
         transpose_mask_product(ep, *fix_masks)
     if fp16:
