@@ -28,7 +28,7 @@ from converters.backends.coreai.capabilities import (
     KNOWN_ISSUES,
     MULTIFUNCTION_MIN_OS,
 )
-from converters.backends.coreai.compress import COMPRESSED, in_eval, compressed_model
+from converters.backends.coreai.compress import COMPRESSED, compressed_model, in_eval
 from converters.backends.coreai.mask_product import transpose_mask_product
 from converters.examples import decoder_sample
 from converters.spec import DECODER_K, ExportSpec
