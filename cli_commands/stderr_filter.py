@@ -14,6 +14,8 @@ NATIVE_NOISE = (
     r"WARNING: All log messages before absl::InitializeLog\(\) is called",
     r"I\d{4} ",  # absl INFO lines, e.g. TensorFlow's oneDNN notice
     r"INFO: (Created TensorFlow Lite|Initialized TensorFlow Lite)",
+    r"ODIE \[default\]: Loading function ",  # Core AI runtime, once per loaded function
+    r"C\+\+ exception handling detected but the Swift runtime was compiled with exceptions disabled",  # Core AI
 )
 _native_filter: list = []
 
