@@ -149,4 +149,4 @@ def test_compressed_packages(precision, tmp_path, coreai_cache):
     if precision != "fp16":  # every compressed package is also held to its own fake-quant model
         fq = res.parity["fake_quant"]
         assert fq["passed"] and fq["thresholds"] == dict(FAKE_QUANT_THRESHOLDS["coreai"])
-        assert fq["metrics"]["mask_iou_mean"] >= 0.99
+        assert fq["metrics"]["mask_iou_mean"] >= (0.95 if precision == "w8a8-opt" else 0.999)
