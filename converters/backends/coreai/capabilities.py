@@ -27,12 +27,12 @@ KNOWN_ISSUES: tuple[dict[str, str], ...] = (
             "async with asset.executable() as model: out = await model.load_function('main')({...})"
         ),
         "expected": "max |Core AI - torch| ~1e-5 (float32 rounding)",
-        "got": ("max error 33 on this product alone; 42-61 on the TinySAM decoder's mask logits at 128 px "
+        "got": ("max error 32.4, mean 6.6 (inputs from torch.Generator seed 0; the largest true value is 23.8); up to 61 on the TinySAM decoder's mask logits at 128 px "
                 "(K = 1; the IoU output and the K = 16 function were right). `torch.bmm` + `flatten` and a 2-D "
                 "matmul of the same operands are wrong too; a flat input, inner size 64, mul + sum, and the "
                 "transposed form are right"),
         "workaround": ("the export rewrites the decoder's mask product `A @ B` as `(B^T @ A^T)^T` in the "
                        "exported graph (converters/backends/coreai/mask_product.py); the reference model "
-                       "and the other targets are unchanged. Parity: mask logit error 3e-5"),
+                       "and the other targets are unchanged. Parity in Core AI: mask logits within 5.1e-5"),
     },
 )
