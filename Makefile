@@ -9,6 +9,7 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	python3 -m venv .venv
 	$(PIP) install -q -r requirements.txt -r requirements-dev.txt
 	$(PIP) install -q --no-deps --no-build-isolation -e .
+	$(PIP) check
 	touch $(STAMP)
 
 venv: $(STAMP)

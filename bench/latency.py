@@ -4,7 +4,9 @@ Every model runs at the same thread count on the same inputs: warm-up runs first
 of `repeats` timed runs. Ratios are against torch eager fp32 measured in the same run. The CoreML
 emulator is a numpy interpreter of the .mlpackage (no CoreML runtime exists on Linux): its rows
 (encoder and the K=1 decoder) are run once and marked `correctness_only`; their times say nothing
-about a phone.
+about a phone. Core AI rows run in coreai-core's Linux runtime, Apple's real one but CPU-only and
+single-threaded (15-19x slower than torch eager here): they are timed (1 warm-up, 3 runs) and also
+marked `correctness_only`; they say nothing about an iPhone or a Mac either.
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ from mobile_runtime.package_format import LABEL
 
 DECODER_ROLES = ("image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input")
 # How the bench tables name each target's runtime; a target without a label here shows its own name.
-BACKEND_LABEL = {"onnx": "onnxruntime", "tflite": "litert", "coreml": "coreml-emulator"}
+BACKEND_LABEL = {"onnx": "onnxruntime", "tflite": "litert", "coreml": "coreml-emulator",
+                 "coreai": "coreai-linux-cpu"}
+CORE_AI_RUNS = (1, 3)  # warm-up, timed runs of the (slow, correctness-only) Linux Core AI runtime
 
 
 def backend_label(target: str) -> str:
@@ -88,7 +92,8 @@ def package_rows(package: Path, inputs: dict, refs: dict, warmup: int, repeats: 
     manifest = json.loads((Path(package) / "manifest.json").read_text())
     kind, precision = manifest["target"], manifest["precision"]
     emulated = kind == "coreml" and not _has_coreml_runtime()
-    w, n = (0, 1) if emulated else (warmup, repeats)
+    linux_coreai = kind == "coreai" and not _has_coreml_runtime()
+    w, n = (0, 1) if emulated else CORE_AI_RUNS if linux_coreai else (warmup, repeats)
     enc = manifest["models"]["encoder"]
     model = open_model(Path(package) / enc["file"], kind, threads, enc.get("signature"))
     feed = {_bind(enc["inputs"], model, ("image",))["image"]: inputs["image"]}
@@ -111,7 +116,7 @@ def package_rows(package: Path, inputs: dict, refs: dict, warmup: int, repeats: 
         t = time_fn(lambda d=dm, f=dfeed: d.run(f), w, n)
         rows.append({"part": f"decoder_k{k}", **t, "rel_error": rel_error(low, refs[f"decoder_k{k}"])})
     for r in rows:
-        r.update(backend=backend_label(kind), precision=precision, correctness_only=emulated,
+        r.update(backend=backend_label(kind), precision=precision, correctness_only=emulated or linux_coreai,
                  package=Path(package).name)
     return rows
 

@@ -125,7 +125,10 @@ def latency_md(lat: dict) -> str:
     """Latency table (ms), speed-ups and encoder peak share."""
     rows = []
     for r in lat["rows"]:
-        flag = " (emulator: correctness only, 1 run)" if r["correctness_only"] else ""
+        flag = ""
+        if r["correctness_only"]:
+            flag = (" (Core AI Linux runtime, CPU, single-threaded: correctness only, not a device speed)"
+                    if r["backend"].startswith("coreai") else " (emulator: correctness only, 1 run)")
         rows.append([r["backend"] + flag, r["precision"], r["part"], _ms(r["median_s"]), _ms(r["min_s"]),
                      _ms(r.get("per_prompt_s")), _f(r["speedup_vs_torch_fp32"], "{:.2f}x"),
                      _f(r.get("peak_share"), "{:.1%}"), _f(r["rel_error"], "{:.2e}")])

@@ -17,11 +17,13 @@ def _human_size(n: int) -> str:
 @click.option("--model", "model_name", default="tinysam", show_default=True, help="Model name.")
 @click.option("--checkpoint", default=None, help="Weights (default: shipped trained student, else a seeded UNTRAINED model).")
 @click.option("--image-size", type=int, default=None, help="Model input size (default: native).")
-@click.option("--target", default="all", show_default=True, help="coreml,tflite,onnx,executorch or all.")
-@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8", "mixed", "w8a8"]), default="fp32",
+@click.option("--target", default="all", show_default=True,
+              help="coreai,coreml,tflite,onnx,executorch or all (all: every target that exports the precision).")
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8", "mixed", "w8a8", "palette4", "palette6", "w8a8-opt"]), default="fp32",
               show_default=True, help="int8: int8 weights, activations quantized at run time "
               "(ONNX Runtime, LiteRT); mixed: int8 weights except the plan's sensitive layers, float compute; "
-              "w8a8: the Q-TinySAM recipe (int8 weights and static int8 activations with its searched scales).")
+              "w8a8: the Q-TinySAM recipe (int8 weights and static int8 activations with its searched scales); "
+              "Core AI only: palette4/palette6 (k-means palettized weights), w8a8-opt (coreai-opt's calibrated W8A8).")
 @click.option("--calibration", default=None, help="Image directory for the parity check, the measured mixed plan "
               "and the w8a8 scale search (default: bundled photos).")
 @click.option("--mixed-plan", type=click.Choice(["auto", "measured", "fixed"]), default="auto", show_default=True,

@@ -18,6 +18,8 @@ NATIVE_NOISE = (
     # torch/torchao import notices when the ExecuTorch runtime loads (harmless with the pinned set; converters.logs)
     r"Failed to load .*torchao/_C_(mxfp8|cutlass_90a)",
     r"W\d{4} .*_pytree\.py:\d+\] <enum 'KernelPreference'>",
+    r"ODIE \[default\]: Loading function ",  # Core AI runtime, once per loaded function
+    r"C\+\+ exception handling detected but the Swift runtime was compiled with exceptions disabled",  # Core AI
 )
 _native_filter: list = []
 

@@ -100,6 +100,8 @@ def build_package(model, model_info: dict, target: str, options: ConvertOptions,
                                            precision)
             reference = package_reference(qmodel, layers)
         else:
+            if spec.backend.fake_quant is not None:  # the target's own compression: gate against its model too
+                reference = spec.backend.fake_quant(model, spec, plan, calibration, say)
             extra = {"calibration": calibration} if spec.backend.calibrates else {}
             models = spec.backend.export(model, spec, pkg.dir, plan, pkg.dir.parent / "work", say, **extra)
         draft = build_manifest(spec, model_info, models, plan.to_dict(), {}, hash_tree(pkg.dir))

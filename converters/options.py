@@ -14,7 +14,7 @@ class ConvertOptions:
     """How to convert.
 
     - `targets`: "all", "onnx,tflite" or a sequence of target names (aliases such as "litert" accepted).
-    - `precision`: fp32 | fp16 | int8 | mixed | w8a8.
+    - `precision`: fp32 | fp16 | int8 | mixed | w8a8 | palette4 | palette6 | w8a8-opt (the last three Core AI only).
     - `out_dir`: where the packages (`<model>-<target>-<precision>/`) are written.
     - `checkpoint` / `untrained`: the weights (default: the shipped trained weights of the model, else a
       seeded untrained model); `image_size`: model input size (default: native, or the weights').

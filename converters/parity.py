@@ -120,7 +120,8 @@ def check_parity(model: torch.nn.Module, package_dir: Path, manifest: dict, cali
     decoder variant runs on every photo with the package's own embedding. Missing photos raise.
 
     `fake_quant` (W8A8 packages): the recipe's fake-quant model of what the package holds
-    (`converters.w8a8.package_reference`). The package is then also compared with it, under the
+    (`converters.w8a8.package_reference`); packages of a target's own compression: its `Backend.fake_quant`
+    model (Core AI: coreai-opt's). The package is then also compared with it, under the
     target's `FAKE_QUANT_THRESHOLDS`, in `report["fake_quant"]`; both gates must pass.
     """
     from mobile_runtime.backends import open_model
@@ -143,7 +144,9 @@ def check_parity(model: torch.nn.Module, package_dir: Path, manifest: dict, cali
         fq_thresholds = dict(FAKE_QUANT_THRESHOLDS[spec.target])
         fq_failures = evaluate(fq_thresholds, fq_metrics)
         failures += [f"vs fake-quant: {f}" for f in fq_failures]
-        report["fake_quant"] = {"reference": "the recipe's fake-quant PyTorch model of the package's int8 layers",
+        what = ("the recipe's fake-quant PyTorch model of the package's int8 layers" if spec.precision == "w8a8" else
+                f"the {spec.target} compressor's own fake-quant PyTorch model of the package's compression")
+        report["fake_quant"] = {"reference": what,
                                 "metrics": fq_metrics, "thresholds": fq_thresholds, "passed": not fq_failures}
     report.update({"passed": not failures, "failures": failures, "runtime": kind, "image_size": spec.image_size,
                    "inputs": {"source": "bundled" if calibration is None else "calibration",

@@ -51,12 +51,26 @@ MIXED_KEEP_FLOAT: tuple[dict, ...] = (
 RULE_KINDS: tuple[str, ...] = ("normalization", "softmax")
 
 
+# Precisions only Core AI exports (coreai-opt): what they store, for the plan written into the manifest.
+CORE_AI_PLANS: dict[str, dict] = {
+    "palette4": {"name": "palette4", "weights": "4-bit palettized (k-means lookup table per 16 output channels)",
+                 "activations": "float32", "keep_float": []},
+    "palette6": {"name": "palette6", "weights": "6-bit palettized (k-means lookup table per 16 output channels)",
+                 "activations": "float32", "keep_float": []},
+    "w8a8-opt": {"name": "w8a8-opt", "weights": "int8", "granularity": "per_channel",
+                 "activations": "int8 static per tensor (coreai-opt calibration) in the encoder, float32 in the decoder",
+                 "keep_float": []},
+}
+
+
 def precision_plan(precision: str) -> dict:
     """The plan for `precision` as plain data (also written into the manifest)."""
     check_choice("precision", precision, PRECISIONS)
     if precision in ("fp32", "fp16"):
         dtype = "float32" if precision == "fp32" else "float16"
         return {"name": precision, "weights": dtype, "activations": dtype, "keep_float": []}
+    if precision in CORE_AI_PLANS:
+        return copy.deepcopy(CORE_AI_PLANS[precision])
     if precision == "w8a8":
         return {"name": "w8a8-qtinysam", "weights": "int8", "granularity": "per_channel",
                 "activations": "int8", "activation_granularity": "per_tensor, static (the recipe's scales)",
@@ -215,7 +229,7 @@ def applied_precision(plan: PrecisionPlan, target: str) -> dict:
     data = plan.data
     if plan.kind == "w8a8":
         return dict(tables.w8a8)
-    if plan.kind in ("fp32", "fp16"):
+    if plan.kind in ("fp32", "fp16") or plan.kind in CORE_AI_PLANS:
         return {"weights": data.get("weights"), "activations": data.get("activations")}
     out = dict(tables.mixed if plan.kind == "mixed" else tables.int8)
     out["searched_scales"] = tables.searched_scales

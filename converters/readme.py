@@ -54,13 +54,19 @@ def _post_code(post: dict, prompts: dict, pre: dict) -> str:
             f"mask = m > {post['mask_threshold']}                                   # logits, no sigmoid needed\n```")
 
 
-def _multifunction_text(dec: dict) -> str:
-    """How to pick a function of a multifunction CoreML decoder (empty for other decoders)."""
+def _multifunction_text(dec: dict, target: str = "coreml") -> str:
+    """How to pick a function of a multifunction CoreML / Core AI decoder (empty for other decoders)."""
     multi = dec.get("multifunction")
     if not multi:
         return ""
     files = sorted({v["file"] for v in dec["variants"].values()})
     names = ", ".join(f"`{v['signature']}` (K = {k})" for k, v in dec["variants"].items())
+    if target == "coreai":
+        return (f"\n## Multifunction decoder\n`{'`, `'.join(files)}` is one multifunction Core AI asset with the "
+                f"functions {names}; they share one copy of the weights. The default function is "
+                f"`{multi['default_function']}`. Requires {multi['min_os']}. Python (coreai-core): "
+                "`async with AIModelAsset.load(path).executable() as m: f = m.load_function(\"decoder_k16\")`; "
+                "the encoder's function is `main`.\n")
     return (f"\n## Multifunction decoder\n`{'`, `'.join(files)}` is one multifunction ML program with the functions "
             f"{names}; they share one copy of the weights. The default function is `{multi['default_function']}`. "
             f"Requires {multi['min_os']}. Swift: `let cfg = MLModelConfiguration(); cfg.functionName = "
@@ -74,6 +80,17 @@ def _runtime_text(manifest: dict) -> str:
     if not needs:
         return ""
     return "\n## What the app needs\n" + "\n".join(f"- {k}: {v}" for k, v in needs.items()) + "\n"
+def _known_issues_text(dec: dict) -> str:
+    """Runtime/compiler problems the export works around, written as upstream bug reports."""
+    issues = dec.get("known_issues") or []
+    if not issues:
+        return ""
+    parts = ["\n## Known issues"]
+    for i in issues:
+        parts.append(f"\n### {i['title']}\nVersions: {i['versions']}.\n\nSmallest reproduction:\n```python\n"
+                     f"{i['reproduction']}\n```\nExpected: {i['expected']}.\n\nGot: {i['got']}.\n\n"
+                     f"Workaround in this package: {i['workaround']}.\n")
+    return "\n".join(parts)
 
 
 def _w8a8_text(manifest: dict) -> str:
@@ -117,8 +134,9 @@ def render_readme(manifest: dict) -> str:
         extra += (f"\n## Shared decoder weights\nThe decoder graphs ({', '.join(f'`{f}`' for f in shared['shared_by'])}) "
                   f"store their weights once, in `{shared['file']}` (ONNX external data: every graph points at the "
                   "same offsets). Keep it in the same directory as the graphs; ONNX Runtime loads it by itself.\n")
-    extra += _multifunction_text(dec)
+    extra += _multifunction_text(dec, manifest["target"])
     extra += _runtime_text(manifest)
+    extra += _known_issues_text(dec)
     extra += _w8a8_text(manifest)
     fq = parity.get("fake_quant")
     if fq:

@@ -79,7 +79,8 @@ def _verify_dir(path: Path, checkpoint: str | Path | None, parity: bool, calibra
     model, got = load_model(info["name"], checkpoint, info["config"]["image_size"], seed=info.get("seed") or 0)
     if info.get("checkpoint_sha256") and got["checkpoint_sha256"] != info["checkpoint_sha256"]:
         raise ValueError("checkpoint sha256 does not match the one the package was built from")
-    report = check_parity(model, path, manifest, calibration, fake_quant=_w8a8_reference(model, path, manifest))
+    fake_quant = _w8a8_reference(model, path, manifest) or _target_reference(model, manifest, calibration)
+    report = check_parity(model, path, manifest, calibration, fake_quant=fake_quant)
     from converters.runtime_check import check_runtime
 
     runtime = check_runtime(model, path, RUNTIME_IOU[manifest["precision"]], calibration)
@@ -101,6 +102,20 @@ def _w8a8_reference(model, path: Path, manifest: dict):  # noqa: ANN001, ANN202
     if scales.name != SCALES_FILE or not scales.is_file():
         raise ValueError(f"w8a8 package without its {SCALES_FILE}")
     return package_reference(qmodel_from_scales(model, scales.read_bytes()), manifest["precision_plan"]["layers"])
+
+
+def _target_reference(model, manifest: dict, calibration: str | Path | None):  # noqa: ANN001, ANN202
+    """Packages of a target with its own compression (`Backend.fake_quant`, e.g. Core AI palette4): that
+    fake-quant model, rebuilt with the package's plan (deterministic; W8A8 calibrates on the same images
+    as at build time); else None."""
+    from converters.precision import PrecisionPlan
+    from converters.spec import ExportSpec
+
+    spec = ExportSpec(model.config, manifest["target"], manifest["precision"])
+    if spec.backend.fake_quant is None:
+        return None
+    plan = PrecisionPlan.from_dict(manifest.get("precision_plan", {}), manifest["precision"])
+    return spec.backend.fake_quant(model, spec, plan, calibration, None)
 
 
 def describe_package(path: str | Path) -> dict:

@@ -58,7 +58,7 @@ DECODER_INPUTS: tuple[str, ...] = ("image_embeddings", "point_coords", "point_la
 DECODER_OUTPUTS: tuple[str, ...] = ("low_res_masks", "iou_predictions")
 MASK_INPUTS: tuple[str, ...] = ("mask_input", "has_mask_input")  # absent when prompts.supports_mask_input is false
 
-PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8", "mixed", "w8a8")
+PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8", "mixed", "w8a8", "palette4", "palette6", "w8a8-opt")
 RESIZE_MODES: tuple[str, ...] = ("longest_side", "stretch")
 MASK_POSTPROCESS_MODES: tuple[str, ...] = ("sam", "bicubic")
 PROMPT_FAMILIES: tuple[str, ...] = ("sam", "efficientsam")

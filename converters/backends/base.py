@@ -31,6 +31,9 @@ LAYER_KINDS: tuple[str, ...] = ("linear", "conv", "matmul")
 #   export_w8a8(qmodel, spec, out_dir, plan, work, progress, calibration) -> (models, layer split)
 ExportFn = Callable[..., dict]
 ExportW8A8Fn = Callable[..., tuple[dict, dict]]
+#   fake_quant(model, spec, plan, calibration, progress) -> the torch model (encode_image / decode_prompts) that
+#   simulates what the target's compressed files compute, or None; parity also gates the package against it
+FakeQuantFn = Callable[..., Any]
 
 
 @dataclass(frozen=True)
@@ -100,6 +103,9 @@ class Backend:
     - `applied`: the per-precision "what the files hold" tables.
     - `calibrates`: `export` also takes `calibration=` (the `--calibration` directory, None = the bundled
       photos), for formats whose int8 files hold activation ranges calibrated on images.
+    - `fake_quant(model, spec, plan, calibration=None, progress=None)`: for targets whose own compression
+      (not the W8A8 recipe) changes the weights, the fake-quant torch model of a package; `build_package`
+      and `verify` gate the package against it too (`capabilities.fake_quant_thresholds`). None: no such model.
     """
 
     name: str
@@ -110,6 +116,7 @@ class Backend:
     export_w8a8: ExportW8A8Fn | None = None
     kind_ops: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     calibrates: bool = False
+    fake_quant: FakeQuantFn | None = None
 
     def decoder_variants(self, ks: tuple[int, ...]) -> dict[int, dict[str, str | None]]:
         """K -> {"file", "signature"} for the decoder variants, from `capabilities.decoder_packaging`."""

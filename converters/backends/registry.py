@@ -15,6 +15,7 @@ BACKENDS: dict[str, str] = {
     "tflite": "converters.backends.litert",
     "coreml": "converters.backends.coreml",
     "executorch": "converters.backends.executorch",
+    "coreai": "converters.backends.coreai",
 }
 # Other names accepted for a target (the package and CLI spelling stays the key of BACKENDS).
 ALIASES: dict[str, str] = {"litert": "tflite"}

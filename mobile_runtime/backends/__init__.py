@@ -8,7 +8,8 @@ float32 / integer numpy arrays.
 Kinds (`registry.RUNTIMES`, one line each): "onnx" (onnxruntime), "tflite" (ai_edge_litert; alias
 "litert"), "coreml" (coremltools `MLModel` on macOS, the bundled numpy emulator of the mlpackage
 elsewhere), "executorch" (`executorch.runtime`, XNNPACK delegate; imported only when a .pte model is
-opened, since it links torch). An unknown kind is refused with the list of known ones.
+opened, since it links torch), "coreai" (Apple's Core AI runtime from coreai-core, imported only when a
+`.aimodel` is opened). An unknown kind is refused with the list of known ones.
 
 `signature` names one entry point of a multi-entry file: a LiteRT signature (`k16`), a function
 of a multifunction CoreML package (`decoder_k16`) or a method of an ExecuTorch program (`decoder_k16`);

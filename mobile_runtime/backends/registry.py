@@ -16,6 +16,7 @@ RUNTIMES: dict[str, tuple[str, str]] = {
     "tflite": ("mobile_runtime.backends.litert_backend", "open_litert"),
     "coreml": ("mobile_runtime.backends.coreml_backend", "open_coreml"),
     "executorch": ("mobile_runtime.backends.executorch_backend", "open_executorch"),
+    "coreai": ("mobile_runtime.backends.coreai_backend", "open_coreai"),
 }
 ALIASES: dict[str, str] = {"litert": "tflite"}  # other spellings of a kind
 

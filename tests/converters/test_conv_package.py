@@ -21,7 +21,7 @@ from tinysam.config import get_config
 
 
 def test_parse_targets():
-    assert parse_targets("all") == ["onnx", "tflite", "coreml", "executorch"]
+    assert parse_targets("all") == ["onnx", "tflite", "coreml", "executorch", "coreai"]
     assert parse_targets("coreml, onnx,onnx") == ["coreml", "onnx"]
     with pytest.raises(ValueError, match="unknown target"):
         parse_targets("tensorrt")
