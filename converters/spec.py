@@ -1,8 +1,10 @@
 """ExportSpec: the one description of what a deployment package contains.
 
-Signatures (names, shapes, dtypes, meanings), preprocessing constants (read from the model
-config), decoder variants, parity thresholds and minimum OS versions live here once; every
-converter, the parity check and the manifest read them from here.
+Signatures (names, shapes, dtypes, meanings) come from the model family's export adapter
+(`converters.adapters`), preprocessing constants from the model config, decoder variants, file
+extension and minimum OS from the target's backend (`converters.backends`), the package format's
+constants from `mobile_runtime.package_format`; every converter, the parity check and the manifest
+read them from here.
 """
 
 from __future__ import annotations
