@@ -13,11 +13,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from .backends.registry import canonical_kind
 from .manifest import PackageError, decoder_variants, sha256_file
 from .model_paths import check_model_paths
 
 DIGEST = "manifest.sha256"
-KINDS = {"onnx": "onnx", "tflite": "tflite", "litert": "tflite", "coreml": "coreml"}
 
 
 def digest_line(package_dir: str | Path) -> str:
@@ -53,8 +53,9 @@ def model_entries(data: dict[str, Any]) -> list[str]:
 def check_integrity(package_dir: str | Path, data: dict[str, Any], require_digest: bool = False) -> None:
     """The manifest digest, then every path written inside the package's model files."""
     check_manifest_digest(package_dir, require_digest)
-    kind = KINDS.get(str(data.get("target")))
-    if kind is None:
-        raise PackageError(f"unknown package target {data.get('target')!r}; known: {', '.join(KINDS)}")
+    try:
+        kind = canonical_kind(str(data.get("target")))
+    except ValueError as exc:
+        raise PackageError(f"unknown package target: {exc}") from None
     for name in model_entries(data):
         check_model_paths(package_dir, name, kind)

@@ -113,11 +113,23 @@ def check_onnx_paths(root: Path, model_file: Path) -> None:
             raise PackageError(f"{model_file.name} external data {location!r} is missing")
 
 
+def _names_no_files(root: Path, path: Path) -> None:
+    """Formats whose model files name no other files: LiteRT flatbuffers; ExecuTorch programs (external
+    weight files are only read when the caller passes them, which the runtime never does); Core AI
+    `.aimodel` directories (the hash tree already covers, and refuses links in, every file they hold)."""
+
+
+# Runtime kind -> how the paths inside its model files are checked; every registered kind has an entry
+# (tests/reliability/test_rel_integrity.py holds the two tables in step).
+PATH_CHECKS = {"onnx": check_onnx_paths, "coreml": check_coreml_paths, "tflite": _names_no_files,
+               "executorch": _names_no_files, "coreai": _names_no_files}
+
+
 def check_model_paths(root: str | Path, name: str, kind: str) -> None:
     """Check the paths inside model file `name` (relative to package `root`) for runtime `kind`."""
     root = Path(root)
     path = safe_member_path(root, name)
-    if kind == "coreml" and path.is_dir():
-        check_coreml_paths(root, path)
-    elif kind == "onnx" and path.is_file():
-        check_onnx_paths(root, path)
+    if kind not in PATH_CHECKS:
+        raise PackageError(f"no path check for package target {kind!r}; known: {', '.join(PATH_CHECKS)}")
+    if path.exists():
+        PATH_CHECKS[kind](root, path)

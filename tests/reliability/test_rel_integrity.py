@@ -296,3 +296,11 @@ def test_safetensors_header_and_sizes_are_validated(tmp_path, damage) -> None:
     path.write_bytes(raw)
     with pytest.raises(CheckpointError):
         read_state_dict(path)
+
+
+def test_every_runtime_kind_has_a_path_check() -> None:
+    """A new target cannot slip past the in-model path checks: each registered kind has its own entry."""
+    from mobile_runtime.backends.registry import RUNTIMES
+    from mobile_runtime.model_paths import PATH_CHECKS
+
+    assert set(PATH_CHECKS) == set(RUNTIMES)
