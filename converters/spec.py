@@ -81,8 +81,10 @@ def check_target_precision(target: str, precision: str) -> None:
     caps = get_backend(target).capabilities
     if precision not in caps.precisions:
         why = caps.refused.get(precision)
+        have = [t for t in TARGETS if precision in get_backend(t).capabilities.precisions]
         raise ValueError(f"--precision {precision} is not supported for {target}" + (f" ({why})" if why else "")
-                         + f"; {target} supports: {', '.join(caps.precisions)}")
+                         + f"; {target} supports: {', '.join(caps.precisions)}"
+                         + (f"; {precision} is exported by: {', '.join(have)}" if have else ""))
 
 
 def parse_targets(text: str | list[str] | tuple[str, ...]) -> list[str]:

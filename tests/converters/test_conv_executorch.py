@@ -115,7 +115,8 @@ def test_verify_segment_and_everything_on_a_pte_package(et_fp32, tmp_path):
 def test_unsupported_precisions_are_refused_in_one_line_before_any_work():
     for precision in ("w8a8", "fp16"):
         with pytest.raises(ValueError, match=f"--precision {precision} is not supported for executorch .*; "
-                                             "executorch supports: fp32, int8, mixed$"):
+                                             f"executorch supports: fp32, int8, mixed; {precision} is exported by: "
+                                             "onnx, tflite, coreml"):
             convert("tinysam", ConvertOptions(targets="executorch", precision=precision, out_dir="/nonexistent"))
     everything = ConvertOptions(targets="all", precision="w8a8")
     assert "executorch" not in everything.target_list() and "onnx" in everything.target_list()

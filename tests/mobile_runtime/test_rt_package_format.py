@@ -110,6 +110,7 @@ def test_old_layout_package_loads_and_segments(tinysam128_onnx_package, tmp_path
     for v in data["models"]["decoder"]["variants"].values():
         v["sha256"] = entry_sha256(files, v["file"])
     (pkg / "manifest.json").write_text(json.dumps(data, indent=2))
+    (pkg / "manifest.sha256").unlink()  # packages of that layout carried no manifest digest
     session = load_package(pkg)
     assert session.batch_sizes == (1, 16) and session.pixel_std == tuple(data["preprocess"]["pixel_std"])
     session.set_image(np.full((96, 128, 3), 127, np.uint8))
@@ -123,5 +124,6 @@ def test_session_refuses_a_bad_field_before_opening_models(tinysam128_onnx_packa
     data = json.loads((pkg / "manifest.json").read_text())
     data["preprocess"]["pixel_std"] = [1.0, -1.0, 1.0]
     (pkg / "manifest.json").write_text(json.dumps(data))
+    (pkg / "manifest.sha256").unlink()  # an older package without the digest: validation is what stops it
     with pytest.raises(PackageError, match="manifest: preprocessing 'pixel_std' must be three positive finite"):
         load_package(pkg)
