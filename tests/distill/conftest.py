@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from pycocotools import mask as mask_utils
 
@@ -66,3 +67,15 @@ def teacher_ckpt(tmp_path_factory) -> Path:
     state = build_sam("mobilesam", image_size=SIZE, seed=3).state_dict()
     save_file({k: v.contiguous() for k, v in state.items()}, str(path))
     return path
+
+
+@pytest.fixture()
+def one_thread():
+    """One intra-op thread, for tests whose outcome depends on the float summation order: Adam's first step
+    moves a weight by about lr whatever its gradient's size (a near-zero gradient whose sign flips with a
+    2-thread order moves the weights 2 lr apart), and a 64 px model trained from scratch on four images
+    ends elsewhere when its sums are ordered otherwise."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

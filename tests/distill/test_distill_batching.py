@@ -30,7 +30,7 @@ def _weights(run) -> dict[str, torch.Tensor]:
     return load_file(str(run / "student.safetensors"))
 
 
-def test_a_batch_of_four_equals_four_single_image_passes(tmp_path, sa1b_train, teacher_ckpt):
+def test_a_batch_of_four_equals_four_single_image_passes(tmp_path, sa1b_train, teacher_ckpt, one_thread):
     """Same images, masks and prompts (hard prompts on, images with different mask counts padded with
     empty-slot rows): the step-0 loss agrees within 1e-4 and the updated weights nearly agree.
 

@@ -169,7 +169,7 @@ def test_sami_stage_reduces_reconstruction_error(tmp_path, sa1b_train, teacher_c
     assert rows[-1]["sami_mse"] < rows[0]["sami_mse"] and last["step"] == 6
 
 
-def test_smoke_story_warmup_then_gt_beats_the_untrained_student(tmp_path, sa1b_train, sa1b_heldout):
+def test_smoke_story_warmup_then_gt_beats_the_untrained_student(tmp_path, sa1b_train, sa1b_heldout, one_thread):
     """The distillation story in small: a TinySAM trained from scratch (warm-up, then ground truth) on
     four images follows its prompt and beats its untrained self on held-out images."""
     from tinysam import build_sam

@@ -64,14 +64,8 @@ def batch_step(
         gt_flat[flat_valid],
         image_all[flat_valid],
         gens,
-        box_fraction=cfg.box_fraction,
-        hard_prompts=cfg.hard_prompts,
-        max_refine_rounds=cfg.max_refine_rounds,
-        box_noise=cfg.box_noise,
-        box_noise_max=cfg.box_noise_max,
         predict=predict if cfg.hard_prompts else None,
-        always_multimask=always_multi,
-        max_points=student.config.max_points,
+        **sampling_options(cfg, student),
     )
     prompts = pad_prompts(prompts, valid)
     cand = candidate_tokens(prompts, always_multi)
@@ -91,6 +85,14 @@ def batch_step(
                          emb_student=emb_s if use_teacher else None, emb_teacher=emb_t, token_valid=token_valid)
     parts["image_valid"] = valid.any(dim=1)
     return parts
+
+
+def sampling_options(cfg: TrainConfig, student: nn.Module) -> dict:
+    """The prompt-sampling settings both step functions pass (hard prompts, boxes, refinement rounds)."""
+    return {"box_fraction": cfg.box_fraction, "hard_prompts": cfg.hard_prompts,
+            "max_refine_rounds": cfg.max_refine_rounds, "box_noise": cfg.box_noise,
+            "box_noise_max": cfg.box_noise_max, "always_multimask": bool(student.config.always_multimask),
+            "max_points": student.config.max_points}
 
 
 def image_step(
@@ -118,14 +120,8 @@ def image_step(
     prompts = sample_prompts(
         sample.gt,
         gen,
-        box_fraction=cfg.box_fraction,
-        hard_prompts=cfg.hard_prompts,
-        max_refine_rounds=cfg.max_refine_rounds,
-        box_noise=cfg.box_noise,
-        box_noise_max=cfg.box_noise_max,
         predict=predict if cfg.hard_prompts else None,
-        always_multimask=always_multi,
-        max_points=student.config.max_points,
+        **sampling_options(cfg, student),
     )
     cand = candidate_tokens(prompts, always_multi)
     use_teacher = cfg.stage == "kd" and teacher is not None
