@@ -29,7 +29,8 @@ def runtime_pins() -> list[str]:
 
 
 def test_base_dependencies_are_the_runtime_pins():
-    assert {p.split("==")[0] for p in runtime_pins()} == {"numpy", "pillow", "onnxruntime", "ai-edge-litert", "click"}
+    assert {p.split("==")[0] for p in runtime_pins()} == {"numpy", "pillow", "onnxruntime", "ai-edge-litert", "click",
+                                                                      "onnx"}
 
 
 @pytest.mark.slow
