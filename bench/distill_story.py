@@ -70,19 +70,13 @@ def _args() -> argparse.Namespace:
 def _hardware() -> str:
     """CPU model, core count, threads and torch version of this run."""
     import os
-    import platform
 
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (f"{cpu}, {os.cpu_count()} cores, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, "
+    from bench.report import machine_info
+
+    return (f"{machine_info()['cpu']}, {os.cpu_count()} cores, "
+            f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, "
             f"torch {torch.__version__} ({'CUDA ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'CPU'})")
 
 

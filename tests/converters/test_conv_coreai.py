@@ -30,6 +30,7 @@ from converters.package import check_hashes  # noqa: E402
 from converters.spec import FAKE_QUANT_THRESHOLDS, MIN_OS, PARITY_THRESHOLDS, ExportSpec  # noqa: E402
 from converters.verify import verify_package  # noqa: E402
 from mobile_runtime.backends import open_model  # noqa: E402
+from tests.runtime_probe import RUNTIME_PROBE  # noqa: E402
 from tinysam.defaults import resolve_default_weights  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -116,23 +117,8 @@ def test_verify_and_segment(fp32_package, tmp_path):
     assert any((tmp_path / "seg").glob("*.png"))
 
 
-NO_TORCH = """
-import json, sys
-import numpy as np
-import mobile_runtime
-s = mobile_runtime.load_package(sys.argv[1])
-img = (np.arange(80 * 120 * 3) % 251).astype(np.uint8).reshape(80, 120, 3)
-s.set_image(img)
-m, iou, low = s.predict(points=[[30.0, 40.0]], labels=[1])
-recs = mobile_runtime.EverythingGenerator(s, mode="hierarchical", points_per_side=8,
-                                          pred_iou_thresh=0.0, stability_score_thresh=0.0).generate(img)
-print(json.dumps({"shape": list(m.shape), "records": len(recs),
-                  "modules": sorted(k for k in sys.modules if k.split(".")[0] in ("torch", "tinysam", "converters"))}))
-"""
-
-
 def test_runtime_everything_without_torch(fp32_package, coreai_cache):
-    out = subprocess.run([sys.executable, "-c", NO_TORCH, str(fp32_package.path)], cwd=ROOT, capture_output=True,
+    out = subprocess.run([sys.executable, "-c", RUNTIME_PROBE, str(fp32_package.path)], cwd=ROOT, capture_output=True,
                          text=True, timeout=300, env={**os.environ, "TINYSAM_COREAI_CACHE": str(coreai_cache)})
     assert out.returncode == 0, out.stderr[-2000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
