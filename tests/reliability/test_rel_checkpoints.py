@@ -8,16 +8,13 @@ and `cli.py segment`.
 
 from __future__ import annotations
 
-import io
-import os
 import pickle
-import zipfile
 from pathlib import Path
 
 import pytest
 import torch
 from click.testing import CliRunner
-from rel_helpers import assert_one_line_failure
+from rel_helpers import assert_one_line_failure, payload, zip_payload
 
 import tinysam
 import tinysam.checkpoint as ckpt_mod
@@ -25,38 +22,13 @@ from cli import main
 from tinysam.checkpoint import CheckpointError, NonFiniteWeightsWarning, load_state_dict_into, read_state_dict
 
 
-class _Exploit:
-    """Unpickling this creates `marker` (stands in for any code an attacker would run)."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = str(marker)
-
-    def __reduce__(self):  # noqa: ANN204
-        return (os.system, (f"touch {self.marker}",))
-
-
 def _legacy_pickle(path: Path, marker: Path) -> Path:
     """A raw pickle (the pre-zip torch format) whose loading would run a shell command."""
-    path.write_bytes(pickle.dumps({"weight": _Exploit(marker)}, protocol=2))
+    path.write_bytes(payload(marker))
     return path
 
 
-def _zip_pickle(path: Path, marker: Path) -> Path:
-    """A torch.save-style zip checkpoint whose data.pkl would run a shell command."""
-    torch.save({"weight": torch.zeros(2)}, path)
-    with zipfile.ZipFile(path) as zf:
-        members = {i.filename: zf.read(i.filename) for i in zf.infolist()}
-    pkl = next(n for n in members if n.endswith("data.pkl"))
-    members[pkl] = pickle.dumps({"weight": _Exploit(marker)}, protocol=2)
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
-        for name, data in members.items():
-            zf.writestr(name, data)
-    path.write_bytes(buf.getvalue())
-    return path
-
-
-@pytest.mark.parametrize("writer", [_legacy_pickle, _zip_pickle])
+@pytest.mark.parametrize("writer", [_legacy_pickle, zip_payload])
 def test_code_executing_pickle_is_refused_without_running(tmp_path, writer) -> None:
     marker = tmp_path / "pwned"
     path = writer(tmp_path / "evil.pth", marker)
@@ -70,13 +42,13 @@ def test_code_executing_pickle_is_refused_without_running(tmp_path, writer) -> N
 def test_exploit_is_real(tmp_path) -> None:
     """The exploit used above does run under a plain unpickler (so the refusal test can fail)."""
     marker = tmp_path / "pwned"
-    pickle.loads(pickle.dumps(_Exploit(marker)))  # noqa: S301 - deliberate, on our own bytes
+    pickle.loads(payload(marker))  # noqa: S301 - deliberate, on our own bytes
     assert marker.exists()
 
 
 def test_code_executing_pickle_through_cli(tmp_path, rel_image_path) -> None:
     marker = tmp_path / "pwned"
-    path = _zip_pickle(tmp_path / "evil.pth", marker)
+    path = zip_payload(tmp_path / "evil.pth", marker)
     out = tmp_path / "out"
     res = CliRunner().invoke(main, ["segment", "--image", str(rel_image_path), "--image-size", "128",
                                     "--checkpoint", str(path), "--point", "5,5", "--out", str(out)])

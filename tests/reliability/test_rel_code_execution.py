@@ -6,54 +6,23 @@ Ghostscript (a fake `gs` on PATH would create a marker)."""
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import pickle
 import shutil
 import subprocess
 import sys
-import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from rel_helpers import assert_one_line_failure
+from rel_helpers import Exploit, assert_one_line_failure, payload, zip_payload
 
 from cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-class Exploit:
-    """Unpickling this creates `marker` (stands in for any code an attacker would run)."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = str(marker)
-
-    def __reduce__(self):  # noqa: ANN204
-        return (os.system, (f"touch {self.marker}",))
-
-
-def payload(marker: Path) -> bytes:
-    return pickle.dumps({"weight": Exploit(marker)}, protocol=2)
-
-
-def zip_payload(path: Path, marker: Path) -> Path:
-    """A torch.save-style zip whose data.pkl runs the payload (valid CRCs)."""
-    torch.save({"weight": torch.zeros(2)}, path)
-    with zipfile.ZipFile(path) as zf:
-        members = {i.filename: zf.read(i.filename) for i in zf.infolist()}
-    pkl = next(n for n in members if n.endswith("data.pkl"))
-    members[pkl] = payload(marker)
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
-        for name, data in members.items():
-            zf.writestr(name, data)
-    path.write_bytes(buf.getvalue())
-    return path
 
 
 def test_payload_is_real(tmp_path) -> None:
