@@ -13,7 +13,7 @@ from cli_commands.bench import bench_cmd
 from cli_commands.convert import convert_cmd, demo_cmd, info_cmd, verify_cmd
 from cli_commands.errors import OneLineErrorGroup, UserError
 from cli_commands.segment import eval_group, segment_cmd
-from cli_commands.train import distill_cmd, minisa_cmd, quantize_cmd
+from cli_commands.train import calibrate_iou_head_cmd, distill_cmd, minisa_cmd, quantize_cmd
 
 __all__ = ["UserError", "main"]
 
@@ -28,7 +28,7 @@ def main(ctx: click.Context, debug: bool) -> None:
 
 
 for _command in (minisa_cmd, quantize_cmd, bench_cmd, demo_cmd, convert_cmd, verify_cmd, segment_cmd, eval_group,
-                 distill_cmd, info_cmd):
+                 distill_cmd, calibrate_iou_head_cmd, info_cmd):
     main.add_command(_command)
 
 

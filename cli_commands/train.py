@@ -129,3 +129,56 @@ def quantize_cmd(model_name: str, checkpoint: str | None, image_size: int | None
     rep = res["report"]
     click.echo(f"{model_name} {bits}: mask IoU vs float {rep['mask_iou']:.4f} on {rep['held_out_images']} "
                f"held-out images; {rep['quantized_layers']} layers quantized -> {out}")
+
+
+@click.command("calibrate-iou-head")
+@click.option("--model", "model_name", default="tinysam", show_default=True, help="Model name.")
+@click.option("--checkpoint", required=True, help="Trained weights (.safetensors or a plain state_dict).")
+@click.option("--image-size", type=int, default=None, help="Input size the weights were trained at.")
+@click.option("--data", required=True, help="SA-1B-format directory with ground-truth masks (e.g. `minisa` output).")
+@click.option("--scenes", type=click.IntRange(1, 100_000), default=40, show_default=True,
+              help="Scenes to read from --data.")
+@click.option("--points-per-side", type=click.IntRange(2, 64), default=16, show_default=True,
+              help="Grid of clicks per scene (as everything mode).")
+@click.option("--epochs", type=click.IntRange(1, 100_000), default=300, show_default=True)
+@click.option("--out", required=True, help="Output weights (.safetensors); a report OUT.json is written beside it.")
+@click.option("--overwrite", is_flag=True, help="Replace existing output files.")
+def calibrate_iou_head_cmd(model_name: str, checkpoint: str, image_size: int | None, data: str, scenes: int,
+                           points_per_side: int, epochs: int, out: str, overwrite: bool) -> None:
+    """Refit only the IoU head to ground-truth mask quality (every mask stays as it was)."""
+    import json
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from tinysam.distill.iou_head import IouHeadConfig, calibrate_iou_head, read_scenes, save_calibrated
+
+    out_path = Path(out)
+    if out_path.suffix != ".safetensors":
+        raise UserError(f"--out must end in .safetensors, got {out}")
+    report_path = out_path.with_suffix(".json")
+    for path in (out_path, report_path):
+        if path.exists() and not overwrite:
+            raise UserError(f"{path} exists (pass --overwrite to replace it)")
+    if out_path.resolve() == Path(checkpoint).resolve():
+        raise UserError("--out is the input checkpoint; choose another path")
+    from tinysam import build_sam
+
+    try:
+        model = build_sam(model_name, checkpoint, image_size=image_size)
+        loaded = read_scenes(data, scenes)
+        bar = tqdm(total=len(loaded), desc="IoU head: clicks", unit="scene")
+        report = calibrate_iou_head(model, loaded, IouHeadConfig(points_per_side=points_per_side, epochs=epochs),
+                                    progress=lambda n, _total: bar.update(n - bar.n))
+        bar.close()
+    except (ValueError, FileNotFoundError) as exc:
+        raise UserError(str(exc)) from None
+    save_calibrated(model, out_path)
+    desc = {"iou_head_calibration": {**report.to_json(), "checkpoint": str(checkpoint), "data": str(data)}}
+    tmp = report_path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(desc, indent=2) + "\n")
+    tmp.replace(report_path)
+    b, a = report.before, report.after
+    click.echo(f"IoU head on {report.holdout_pairs} held-out clicks: mean abs error {b.mae:.3f} -> {a.mae:.3f}, "
+               f"rank correlation {b.spearman:.3f} -> {a.spearman:.3f}; mean target IoU {a.mean_target:.3f} "
+               f"-> {out_path}")
