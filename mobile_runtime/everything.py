@@ -108,7 +108,7 @@ class EverythingGenerator:
         self.session = session
         self.mode = mode
         self.points_per_side = points_per_side
-        self.points_per_batch = points_per_batch or max(session.batch_sizes)
+        self.points_per_batch = points_per_batch or max(session.fast_batch_sizes or session.batch_sizes)
         self.pred_iou_thresh = pred_iou_thresh
         self.stability_score_thresh = stability_score_thresh
         self.stability_score_offset = stability_score_offset
