@@ -96,8 +96,21 @@ def _ort_profile(path: Path, feeds: dict, threads: int, runs: int = 3) -> dict[s
     return {op: round(us / (runs + 1) / 1000, 3) for op, us in by.most_common()}
 
 
+def _package_models(pkg: Path, threads: int) -> tuple[dict, dict]:
+    """(variant key -> opened model, variant key -> file) of an fp32 package's full and split decoders."""
+    from mobile_runtime.backends import open_model
+
+    m = json.loads((pkg / "manifest.json").read_text())
+    kind, models = m["target"], m["models"]
+    entries = {f"full_k{k}": v for k, v in models["decoder"]["variants"].items()}
+    entries["prep"] = models["decoder_prep"]
+    entries |= {f"split_k{k}": v for k, v in models["decoder_fast"]["variants"].items()}
+    opened = {key: open_model(pkg / v["file"], kind, threads, v.get("signature")) for key, v in entries.items()}
+    return opened, {key: pkg / v["file"] for key, v in entries.items()}
+
+
 def run(image_size: int = 1024, threads: int = 2, repeats: int = 5, targets: tuple[str, ...] = ("onnx", "tflite"),
-        progress=print) -> dict:  # noqa: ANN001
+        packages: dict[str, Path] | None = None, progress=print) -> dict:  # noqa: ANN001
     import torch
 
     from bench.peak import measure_matmul_peak
@@ -126,7 +139,9 @@ def run(image_size: int = 1024, threads: int = 2, repeats: int = 5, targets: tup
         for target in targets:
             progress(f"decoder_split: building the {target} graphs at {image_size} px")
             t0 = time.perf_counter()
-            if target == "onnx":
+            if packages and target in packages:
+                models, paths = _package_models(packages[target], threads)
+            elif target == "onnx":
                 paths = _onnx_graphs(model, spec, work)
                 models = {key: open_model(p, "onnx", threads) for key, p in paths.items()}
             else:
@@ -175,9 +190,13 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--targets", default="onnx,tflite")
+    ap.add_argument("--package", action="append", default=[],
+                    help="an fp32 package at --image-size to time instead of exporting the graphs (repeatable)")
     ap.add_argument("--out", default="bench/results/decoder_split.json")
     a = ap.parse_args()
-    res = run(a.image_size, a.threads, a.repeats, tuple(a.targets.split(",")))
+    packages = {json.loads((Path(p) / "manifest.json").read_text())["target"]: Path(p) for p in a.package}
+    res = run(a.image_size, a.threads, a.repeats, tuple(a.targets.split(",")), packages)
+    res["packages"] = {t: str(p) for t, p in packages.items()}
     Path(a.out).write_text(json.dumps(res, indent=1) + "\n")
     print(f"wrote {a.out}")
 

@@ -23,9 +23,9 @@ from .manifest import PackageError, is_zip, load_manifest, package_root
 from .package_format import (
     DECODER_INPUTS,
     DECODER_OUTPUTS,
+    EMPTY_SLOT,
     ENCODER_INPUTS,
     ENCODER_OUTPUTS,
-    EMPTY_SLOT,
     FAST_DECODER_INPUTS,
     MASK_INPUTS,
     PREP_INPUTS,

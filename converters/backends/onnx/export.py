@@ -17,8 +17,8 @@ from converters.examples import decoder_sample, encoder_sample, fast_decoder_sam
 from converters.fast_decoder import DecoderPrep, FastPromptDecoder
 from converters.precision import PrecisionPlan
 from converters.spec import DECODER_K, ExportSpec
-from mobile_runtime.package_format import FAST_SLOTS
 from converters.wrappers import EncoderWrapper, decoder_module, sam_onnx_module
+from mobile_runtime.package_format import FAST_SLOTS
 
 OPSET = 17
 QUANT_OPS = ["MatMul", "Gemm"]  # int8: dynamic quantization (MatMulInteger)
