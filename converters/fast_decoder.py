@@ -12,7 +12,16 @@ Per prompt (`FastPromptDecoder`), exact reassociations (same function up to fp32
 - image->token attention over such x: the query projection is folded into the prompt keys,
   scores_h = x (W_q,h^T K_h^T) + b_q,h K_h^T, and out_proj into the per-head values,
   out = sum_h A_h (V_h W_o,h^T) + b_o, one matmul over the concatenated heads;
-- in the first layer the image side comes from the prep outputs.
+- in the first layer the image side comes from the prep outputs, and every prompt's tokens are rows (or
+  columns) of one matmul per head against them, so no per-prompt copy of the image side is made;
+- the image->token softmax runs over the few prompt tokens of each pixel, written out as
+  exp(x - max) / sum along that axis of scores laid out [K, heads, tokens, pixels] (a softmax along a
+  7-long last axis ran 4x slower in LiteRT);
+- the output upscaling works on channels-last pixels: each 2x2 stride-2 transposed convolution is one
+  matmul, LayerNorm2d a LayerNorm over the last axis, and only the 4 mask channels are put back in image
+  order at the end;
+- prompts carry FAST_SLOTS point slots instead of N_SLOTS: trailing empty slots are out of attention and
+  change nothing, so they are not computed (the runtime sends other prompts to the full decoder).
 Only models with SAM's two-way transformer and a no-mask dense embedding take it (`supports_fast_decoder`).
 """
 
