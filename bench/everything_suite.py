@@ -52,7 +52,7 @@ def scenes(n_minisa: int, size: int, n_photos: int) -> list[tuple[str, np.ndarra
 
     out = []
     with tempfile.TemporaryDirectory() as tmp:
-        split = generate_minisa(tmp, n_minisa, image_size=size, seed=1234, split="val", progress=False)
+        split = tmp if n_minisa < 1 else generate_minisa(tmp, n_minisa, image_size=size, seed=1234, split="val", progress=False)
         for p in sorted(q for q in Path(split).rglob("*.png"))[:n_minisa]:
             with Image.open(p, formats=["PNG"]) as im:
                 out.append((f"minisa-val/{p.name}", np.asarray(im.convert("RGB"))))
@@ -137,6 +137,28 @@ def run(targets: tuple[str, ...] = ("onnx", "tflite"), n_minisa: int = 4, n_phot
     return result
 
 
+def stage_times(package: Path, n_photos: int = 1, threads: int = 2, filters: dict | None = None,
+                progress=print) -> dict:  # noqa: ANN001
+    """Whole everything-mode time per image of a (large, e.g. 1024 px) package on the bundled photos,
+    split by stage, dense and hierarchical, with the split decoder and with the full decoder."""
+    from mobile_runtime import load_package
+
+    session = load_package(package, num_threads=threads)
+    filters = dict(filters or SAM_DEFAULTS)
+    rows = []
+    for name, image in scenes(0, 0, n_photos):
+        for mode in ("dense", "hierarchical"):
+            for split in ((True, False) if session.has_split_decoder else (False,)):
+                masks, st = _runtime_run(session, mode, split, filters, image)
+                rows.append({"image": name, "mode": mode, "decoder": "split" if split else "full",
+                             "masks": len(masks), **st})
+                progress(f"  {package.name} {name} {mode} {'split' if split else 'full'}: {st['seconds']:.1f} s")
+    out = {"package": package.name, "image_size": session.image_size, "threads": threads, "filters": filters,
+           "runs": rows}
+    session.close()
+    return out
+
+
 def summarize(runs: list[dict]) -> list[dict]:
     """Per (filters, backend, decoder): dense vs hierarchical speed-up and agreement on images where dense
     finds >= 20 masks (the done-when), and over all images."""
@@ -171,8 +193,15 @@ def main() -> None:
     ap.add_argument("--photos", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--reference-images", type=int, default=2, help="run the torch reference on the first N images")
+    ap.add_argument("--stages-package", default=None,
+                    help="only time everything mode by stage with this package (e.g. LiteRT fp32 at 1024 px)")
     ap.add_argument("--out", default="bench/results/everything_suite.json")
     a = ap.parse_args()
+    if a.stages_package:
+        res = stage_times(Path(a.stages_package), a.photos, a.threads)
+        Path(a.out).write_text(json.dumps(res, indent=1) + "\n")
+        print(f"wrote {a.out}")
+        return
     res = run(tuple(a.targets.split(",")), a.minisa, a.photos, a.threads, a.reference_images)
     Path(a.out).write_text(json.dumps(res, indent=1) + "\n")
     print(f"wrote {a.out}")
