@@ -10,6 +10,7 @@ IoU-prediction error, with pass/fail against the thresholds of the package's pre
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 
 import numpy as np
@@ -78,7 +79,9 @@ def _split_outputs(model, models: dict, split: tuple, emb: np.ndarray, img: Pari
     for k, m in fast_models.items():
         feeds = fast_parity_prompts(model, k, img.original_size, offset=prompts)
         small = {n: feeds[n][:, :slots] for n in ("point_coords", "point_labels")}
-        out.append((k, feeds, run_entry(m, models["decoder_fast"], {**prepped, **small})))
+        t0 = time.perf_counter()
+        got = run_entry(m, models["decoder_fast"], {**prepped, **small})
+        out.append((k, feeds, got, time.perf_counter() - t0))
         prompts += k
     return out
 
@@ -91,16 +94,32 @@ def _package_outputs(model, spec: ExportSpec, models: dict, encoder, decoders: d
     enc, dec = models["encoder"], models["decoder"]
     emb = run_entry(encoder, enc, {"image": img.x.numpy()})["image_embeddings"]
     variants, prompts = [], 0
+    seconds: dict[str, float] = {}
     for k, m in decoders.items():
         feeds = parity_prompts(model, spec, k, img.original_size, offset=prompts)
+        t0 = time.perf_counter()
         variants.append((k, feeds, run_entry(m, dec, {"image_embeddings": emb.astype(np.float32), **feeds})))
+        seconds[f"full_k{k}"] = time.perf_counter() - t0
         prompts += k
     if split is not None:
         fast = _split_outputs(model, models, split, emb, img)
-        variants += [(f"split K={k}", feeds, got) for k, feeds, got in fast]
-        prompts += sum(k for k, _, _ in fast)
+        variants += [(f"split K={k}", feeds, got) for k, feeds, got, _ in fast]
+        seconds |= {f"split_k{k}": s for k, _, _, s in fast}
+        prompts += sum(k for k, _, _, _ in fast)
     sam = _sam_onnx_outputs(model, sam_sess, emb, spec, img) if sam_sess is not None else None
-    return {"embedding": emb, "variants": variants, "prompts": prompts, "sam": sam}
+    return {"embedding": emb, "variants": variants, "prompts": prompts, "sam": sam, "seconds": seconds}
+
+
+def decoder_timing(outs: list[dict]) -> dict:
+    """ms per prompt of each decoder variant in the parity runs (best over the photos: the first run of a model
+    includes its warm-up) and whether the split decoder was the faster per prompt on this machine."""
+    keys = outs[0]["seconds"].keys()
+    ms = {key: 1000 * min(o["seconds"][key] for o in outs) / int(key.rsplit("k", 1)[1]) for key in keys}
+    full = min((v for k, v in ms.items() if k.startswith("full")), default=None)
+    split = min((v for k, v in ms.items() if k.startswith("split")), default=None)
+    return {"ms_per_prompt": {k: round(v, 3) for k, v in ms.items()},
+            "prefer_split": bool(split is not None and full is not None and split < full),
+            "measured_on": "the converting machine, during the parity check (one call per photo)"}
 
 
 def _compare(reference: torch.nn.Module, spec: ExportSpec, images: list[ParityImage], outs: list[dict]) -> dict:
@@ -176,7 +195,8 @@ def check_parity(model: torch.nn.Module, package_dir: Path, manifest: dict, cali
     metrics = _compare(model, spec, images, outs)
     thresholds = spec.thresholds
     failures = evaluate(thresholds, metrics)
-    report: dict = {"metrics": metrics, "thresholds": thresholds, "reference": "float PyTorch model"}
+    report: dict = {"metrics": metrics, "thresholds": thresholds, "reference": "float PyTorch model",
+                    "decoder_timing": decoder_timing(outs)}
     if fake_quant is not None:
         fq_metrics = _compare(fake_quant, spec, images, outs)
         fq_thresholds = dict(FAKE_QUANT_THRESHOLDS[spec.target])

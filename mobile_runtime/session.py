@@ -129,7 +129,10 @@ class Session:
         self.decoder_calls = 0
         self.decoder_seconds = 0.0  # wall time inside decoder runs (profiling)
         self.prep_seconds = 0.0  # wall time inside the split decoder's per-image prep runs
-        self.use_split_decoder = True  # False: every prompt goes to the full decoder (benchmarks compare both)
+        # the split decoder serves the prompts it fits when the package's parity run measured it faster per
+        # prompt than the full decoder (or measured nothing); set it to choose (benchmarks compare both)
+        timing = (self.manifest.get("parity") or {}).get("decoder_timing") or {}
+        self.use_split_decoder = bool(timing.get("prefer_split", True))
 
     def _open_split_decoder(self, m: Manifest, num_threads: int) -> None:
         """The split decoder (per-image prep + per-prompt graphs), when the package holds one."""

@@ -67,6 +67,10 @@ def test_session_uses_the_split_decoder_only_where_it_gives_the_same_masks(tinys
     image = rng.integers(0, 255, (96, 128, 3), dtype=np.uint8)
     session = load_package(tinysam128_onnx_package.path)
     assert session.has_split_decoder and session.fast_batch_sizes == (1, 16, 64)
+    timing = json.loads((tinysam128_onnx_package.path / "manifest.json").read_text())["parity"]["decoder_timing"]
+    assert session.use_split_decoder == timing["prefer_split"]  # the parity run's measured choice
+    assert set(timing["ms_per_prompt"]) == {"full_k1", "full_k16", "split_k1", "split_k16", "split_k64"}
+    session.use_split_decoder = True
     session.set_image(image)
     coords, labels = (t.numpy() for t in _prompts(20, session.image_size))
     one = labels[:, 2] == LABEL.EMPTY_SLOT  # prompts that fit in FAST_SLOTS slots
