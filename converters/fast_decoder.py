@@ -53,12 +53,6 @@ def supports_fast_decoder(model: nn.Module) -> tuple[bool, str]:
     return True, ""
 
 
-def _heads(x: Tensor, h: int) -> Tensor:
-    """[B, N, C] -> [B, h, N, C/h]."""
-    b, n, c = x.shape
-    return x.reshape(b, n, h, c // h).transpose(1, 2)
-
-
 def _weight_heads(w: Tensor, h: int) -> Tensor:
     """Linear weight [Ci, C] (out, in) -> [h, d, C]."""
     ci, c = w.shape
@@ -97,28 +91,37 @@ def _t2i_prepped(attn: nn.Module, q: Tensor, k_proj: Tensor, v_proj: Tensor) -> 
     return attn.out_proj(out.transpose(0, 1).reshape(b, nq, -1))
 
 
+def _per_head(x: Tensor, h: int) -> Tensor:
+    """[B, N, h*d] -> [h, B*N, d]: every prompt's tokens as rows of one matrix per head."""
+    b, n, c = x.shape
+    return x.reshape(b * n, h, c // h).transpose(0, 1)
+
+
+def _from_heads(y: Tensor, b: int) -> Tensor:
+    """[h, B*N, X] -> [B, h*N, X] (head-major rows per prompt)."""
+    h, bn, x = y.shape
+    return y.reshape(h, b, bn // b, x).transpose(0, 1).reshape(b, -1, x)
+
+
 def _t2i_folded(attn: nn.Module, q: Tensor, keys_pe: Tensor, keys: Tensor) -> Tensor:
-    """Token->image attention with W_k folded into the queries and W_v applied after the weighted sum."""
+    """Token->image attention with W_k folded into the queries and W_v applied after the weighted sum
+    (the weight products are one matmul per head over every prompt's tokens)."""
     h = attn.num_heads
     b, nq, _ = q.shape
-    qh = _heads(attn.q_proj(q), h)                                   # [B, h, Nq, d]
-    wk = _weight_heads(attn.k_proj.weight, h)                        # [h, d, C]
-    qk = (qh @ wk).reshape(b, h * nq, -1)                            # [B, h*Nq, C]
+    qk = _from_heads(_per_head(attn.q_proj(q), h) @ _weight_heads(attn.k_proj.weight, h), b)  # [B, h*Nq, C]
     scores = qk @ keys_pe.transpose(1, 2) / attn.logit_divisor       # [B, h*Nq, HW]
-    mixed = (torch.softmax(scores, dim=-1) @ keys).reshape(b, h, nq, -1)  # [B, h, Nq, C]
+    mixed = torch.softmax(scores, dim=-1) @ keys                     # [B, h*Nq, C]
+    mixed = mixed.reshape(b, h, nq, -1).transpose(0, 1).reshape(h, b * nq, -1)  # [h, B*Nq, C]
     wv = _weight_heads(attn.v_proj.weight, h).transpose(1, 2)        # [h, C, d]
-    bv = attn.v_proj.bias.reshape(1, h, 1, -1)
-    out = mixed @ wv + bv                                            # [B, h, Nq, d]
-    return attn.out_proj(out.transpose(1, 2).flatten(2))
+    out = mixed @ wv + attn.v_proj.bias.reshape(h, 1, -1)            # [h, B*Nq, d]
+    return attn.out_proj(out.transpose(0, 1).reshape(b, nq, -1))
 
 
 def _i2t_values(attn: nn.Module, tokens: Tensor) -> Tensor:
     """Per-head values with out_proj folded in: [B, h*Nq, C] (sum over heads = one matmul)."""
     h = attn.num_heads
-    b, nq, _ = tokens.shape
-    vh = _heads(attn.v_proj(tokens), h)                              # [B, h, Nq, d]
     wo = _weight_heads(attn.out_proj.weight.t(), h)                  # [h, d, C]
-    return (vh @ wo).reshape(b, h * nq, -1)
+    return _from_heads(_per_head(attn.v_proj(tokens), h) @ wo, tokens.shape[0])
 
 
 def _i2t_finish(attn: nn.Module, scores_t: Tensor, key_bias: Tensor, values: Tensor) -> Tensor:
@@ -146,12 +149,10 @@ def _i2t_folded(attn: nn.Module, keys_pe: Tensor, tokens_pe: Tensor, tokens: Ten
     """Image->token attention with W_q folded into the prompt keys and out_proj into the values."""
     h = attn.num_heads
     b, nq, _ = tokens_pe.shape
-    kh = _heads(attn.k_proj(tokens_pe), h)                           # [B, h, Nq, d]
-    wq = _weight_heads(attn.q_proj.weight, h)                        # [h, d, C]
-    m_t = ((kh @ wq) / attn.logit_divisor).reshape(b, h * nq, -1)    # [B, h*Nq, C]
-    bq = attn.q_proj.bias.reshape(1, h, -1, 1)
-    const = (kh @ bq) / attn.logit_divisor                           # [B, h, Nq, 1]
-    scores_t = (m_t @ keys_pe.transpose(1, 2)).reshape(b, h, nq, -1) + const
+    kh = _per_head(attn.k_proj(tokens_pe), h)                        # [h, B*Nq, d]
+    m_t = _from_heads(kh @ _weight_heads(attn.q_proj.weight, h), b) / attn.logit_divisor  # [B, h*Nq, C]
+    const = _from_heads(kh @ attn.q_proj.bias.reshape(h, -1, 1), b) / attn.logit_divisor  # [B, h*Nq, 1]
+    scores_t = (m_t @ keys_pe.transpose(1, 2) + const).reshape(b, h, nq, -1)
     return _i2t_finish(attn, scores_t, key_bias, _i2t_values(attn, tokens))
 
 
