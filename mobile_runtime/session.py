@@ -37,18 +37,20 @@ CALL_OVERHEAD = 2.0  # cost of one decoder call, in prompts, for batch planning
 
 
 @lru_cache(maxsize=256)
-def plan_batches(k: int, variants: tuple[int, ...], overhead: float = CALL_OVERHEAD) -> tuple[int, ...]:
-    """Decoder batch sizes (from `variants`) covering k prompts at the lowest cost
-    (padded slots + `overhead` per call); the last call may be padded."""
+def plan_batches(k: int, variants: tuple[int, ...], overhead: float = CALL_OVERHEAD,
+                 costs: tuple[tuple[int, float], ...] | None = None) -> tuple[int, ...]:
+    """Decoder batch sizes (from `variants`) covering k prompts at the lowest cost: `costs` ((K, cost of one
+    call), e.g. measured ms) when given, else padded slots + `overhead` per call; the last call may be padded."""
     if k <= 0:
         return ()
     sizes = sorted(set(variants))
+    call_cost = dict(costs) if costs else {}
     best: list[tuple[float, tuple[int, ...]]] = [(0.0, ())]
     for n in range(1, k + 1):
         options = []
         for v in sizes:
             prev_cost, prev_plan = best[max(n - v, 0)]
-            options.append((prev_cost + v + overhead, prev_plan + (v,)))
+            options.append((prev_cost + call_cost.get(v, v + overhead), prev_plan + (v,)))
         best.append(min(options))
     return tuple(sorted(best[k][1], reverse=True))
 
@@ -133,6 +135,11 @@ class Session:
         # prompt than the full decoder (or measured nothing); set it to choose (benchmarks compare both)
         timing = (self.manifest.get("parity") or {}).get("decoder_timing") or {}
         self.use_split_decoder = bool(timing.get("prefer_split", True))
+        # the split decoder's batches are planned from the measured ms per call when every variant has one
+        # (at 1024 px a K=64 call holds 0.5 GB of upscaled features and LiteRT ran K=1 faster per prompt)
+        ms = timing.get("ms_per_prompt") or {}
+        have = all(f"split_k{v}" in ms for v in self.fast_batch_sizes) and self.fast_batch_sizes
+        self._fast_costs = tuple((v, float(ms[f"split_k{v}"]) * v) for v in self.fast_batch_sizes) if have else None
 
     def _open_split_decoder(self, m: Manifest, num_threads: int) -> None:
         """The split decoder (per-image prep + per-prompt graphs), when the package holds one."""
@@ -261,7 +268,7 @@ class Session:
         prepped = self._prep_outputs()
         k = coords.shape[0]
         lows, ious, start = [], [], 0
-        for size in plan_batches(k, self.fast_batch_sizes):
+        for size in plan_batches(k, self.fast_batch_sizes, costs=self._fast_costs):
             n = min(size, k - start)
             idx = np.arange(start, start + size).clip(max=start + n - 1)  # pad with the last prompt
             model, ins, outs = self._fast[size]
