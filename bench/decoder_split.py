@@ -79,16 +79,18 @@ def _inputs(spec, kind: str, key: str, k: int, emb: np.ndarray, prepped: dict) -
 
 
 def _ort_profile(path: Path, feeds: dict, threads: int, runs: int = 3) -> dict[str, float]:
-    """ms per call by ONNX Runtime op type (profiler, `runs` calls after one warm-up)."""
+    """ms per call by ONNX Runtime op type (profiler, `runs` calls after one warm-up; its trace file goes to a
+    temporary directory, never next to the model)."""
     import onnxruntime as ort
 
-    so = ort.SessionOptions()
-    so.intra_op_num_threads, so.inter_op_num_threads, so.enable_profiling = threads, 1, True
-    so.profile_file_prefix = str(path.with_suffix(""))
-    s = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-    for _ in range(runs + 1):
-        s.run(None, feeds)
-    events = json.loads(Path(s.end_profiling()).read_text())
+    with tempfile.TemporaryDirectory(prefix="ort-profile-") as tmp:
+        so = ort.SessionOptions()
+        so.intra_op_num_threads, so.inter_op_num_threads, so.enable_profiling = threads, 1, True
+        so.profile_file_prefix = str(Path(tmp) / path.stem)
+        s = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        for _ in range(runs + 1):
+            s.run(None, feeds)
+        events = json.loads(Path(s.end_profiling()).read_text())
     by: Counter = Counter()
     for e in events:
         if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
