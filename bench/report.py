@@ -210,6 +210,12 @@ def render_markdown(res: dict, title: str, image_prefix: str) -> str:
         ev = res["everything"]
         body = f"Not run: {ev['skipped']}" if "skipped" in ev else everything_md(ev)
         parts += ["## Everything mode", "", body, ""]
+    from bench import everything_report as er
+
+    for key, name, fn in (("decoder_split", "Prompt decoder: full vs split", er.decoder_split_md),
+                          ("everything_suite", "Everything mode on held-out scenes and photos", er.everything_suite_md)):
+        if res.get(key) and "skipped" not in res[key]:
+            parts += [f"## {name}", "", fn(res[key]), ""]
     from bench.train_report import training_md
 
     train = training_md()

@@ -20,8 +20,9 @@ from bench import report
 from mobile_runtime.package_format import PRECISIONS, TARGETS
 
 ROOT = Path(__file__).resolve().parents[1]
-SUITES = ("conversion", "sizes", "peak", "latency", "accuracy", "everything", "ptq")
-DEFAULT_SUITES = SUITES[:-1]  # ptq (bench/ptq.py) builds its own packages: run it by name
+SUITES = ("conversion", "sizes", "peak", "latency", "accuracy", "everything", "ptq", "decoder_split",
+          "everything_suite")
+DEFAULT_SUITES = SUITES[:-3]  # ptq, decoder_split, everything_suite build their own graphs/packages: run them by name
 ALL_TARGETS = TARGETS  # the package format's targets (every registered runtime)
 ALL_PRECISIONS = PRECISIONS
 
@@ -252,6 +253,16 @@ def run_bench(cfg: BenchConfig, progress=None) -> dict:  # noqa: ANN001
                                  checkpoint=ckpt, untrained=not cfg.shipped_weights,
                                  out=out / "ptq.json", progress=say)
             tick("ptq")
+        if "decoder_split" in cfg.suites:
+            from bench.decoder_split import run as run_decoder_split
+
+            res["decoder_split"] = run_decoder_split(cfg.image_size, cfg.threads, cfg.repeats, progress=say)
+            tick("decoder_split")
+        if "everything_suite" in cfg.suites:
+            from bench.everything_suite import run as run_everything_suite
+
+            res["everything_suite"] = run_everything_suite(threads=cfg.threads, progress=say)
+            tick("everything_suite")
     finally:
         if tmp is not None:
             tmp.cleanup()
@@ -281,7 +292,7 @@ def _write_outputs(res: dict, out: Path, cfg: BenchConfig) -> None:
                  plots.plot_latency(res.get("latency"), out / "latency_speedup.png", title)):
         if made is not None:
             meta["plots"].append(str(made))
-    for key in ("conversion", "sizes", "peak", "latency", "accuracy", "everything"):
+    for key in ("conversion", "sizes", "peak", "latency", "accuracy", "everything", "decoder_split", "everything_suite"):
         if key in res:
             _write_json(out / f"{key}.json", {"run_id": meta["run_id"], **res[key]})
     _write_json(out / "run.json", {"run_id": meta["run_id"], "meta": meta, "machine": res["machine"],

@@ -14,7 +14,7 @@ def _csv(value: str | None) -> tuple[str, ...] | None:
 @click.command("bench")
 @click.option("--quick", is_flag=True, help="Small, fast development run (default image size 256, fp32+mixed).")
 @click.option("--image-size", type=int, default=None, help="Model input size (default 1024; 256 with --quick).")
-@click.option("--suites", default=None, help="Comma list of conversion,sizes,peak,latency,accuracy,everything.")
+@click.option("--suites", default=None, help="Comma list of conversion,sizes,peak,latency,accuracy,everything (default), ptq,decoder_split,everything_suite (by name).")
 @click.option("--model", "model_name", default="tinysam", show_default=True, help="Model name.")
 @click.option("--checkpoint", default=None, help="Weights (default: shipped trained weights, else untrained).")
 @click.option("--untrained", is_flag=True, help="Ignore shipped weights: use the seeded untrained model.")

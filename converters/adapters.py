@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from mobile_runtime.package_format import LABEL, MASK_INPUTS, N_SLOTS, TensorSpec
+from mobile_runtime.package_format import FAST_SLOTS, LABEL, MASK_INPUTS, N_SLOTS, TensorSpec
 
 if TYPE_CHECKING:
     import torch
@@ -74,6 +74,26 @@ class ModelAdapter:
             TensorSpec("iou_predictions", (k, 4), "float32", "predicted IoU per mask token"),
         ]
 
+    def prep_outputs(self, config: ModelConfig) -> list[TensorSpec]:
+        """Outputs of the split decoder's per-image prep graph (its input is the image embedding)."""
+        hw, c = config.embedding_size ** 2, config.prompt_embed_dim
+        ci = c // 2  # SAM's cross attentions project to half the width
+        return [
+            TensorSpec("keys", (1, hw, c), "float32", "image embedding + no-mask dense embedding, pixels x channels"),
+            TensorSpec("key_pe", (1, hw, c), "float32", "dense positional encoding, pixels x channels"),
+            TensorSpec("t2i_k", (1, hw, ci), "float32", "layer-1 token->image key projection of keys + key_pe"),
+            TensorSpec("t2i_v", (1, hw, ci), "float32", "layer-1 token->image value projection of keys"),
+            TensorSpec("i2t_q", (1, hw, ci), "float32", "layer-1 image->token query projection of keys + key_pe"),
+        ]
+
+    def fast_decoder_inputs(self, config: ModelConfig, k: int | str) -> list[TensorSpec]:
+        """Inputs of the split decoder's per-prompt graph: the prep outputs and K prompts of FAST_SLOTS slots."""
+        return self.prep_outputs(config) + [
+            TensorSpec("point_coords", (k, FAST_SLOTS, 2), "float32",
+                       "x,y in the model input frame; one point and its pad point, or one box"),
+            TensorSpec("point_labels", (k, FAST_SLOTS), "float32", "see prompts.labels; unused slots -2"),
+        ]
+
     # --- example inputs (tracing / conversion samples) --------------------------------------------
     def encoder_example(self, config: ModelConfig) -> tuple[torch.Tensor, ...]:
         """One random normalized image, exactly `encoder_inputs`."""
@@ -95,6 +115,16 @@ class ModelAdapter:
         sample = {"image_embeddings": torch.randn(1, 256, e, e), "point_coords": coords, "point_labels": labels,
                   "mask_input": torch.zeros(k, 1, lr, lr), "has_mask_input": torch.zeros(k)}
         return tuple(sample[t.name] for t in self.decoder_inputs(config, k))
+
+    def fast_decoder_example(self, config: ModelConfig, k: int) -> tuple[torch.Tensor, ...]:
+        """Example inputs of the per-prompt split decoder, exactly `fast_decoder_inputs(config, k)`."""
+        import torch
+
+        sample = [torch.randn(t.shape) for t in self.prep_outputs(config)]
+        coords = torch.rand(k, FAST_SLOTS, 2) * config.image_size
+        labels = torch.full((k, FAST_SLOTS), float(LABEL.PAD))
+        labels[:, 0] = float(LABEL.POS)
+        return (*sample, coords, labels)
 
 
 TINY_VIT_SAM = ModelAdapter(

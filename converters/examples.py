@@ -21,3 +21,8 @@ def encoder_sample(spec: ExportSpec) -> tuple[torch.Tensor, ...]:
 def decoder_sample(spec: ExportSpec, k: int) -> tuple[torch.Tensor, ...]:
     """Example inputs for the K-prompt decoder, exactly `spec.decoder_inputs(k)` (names, shapes)."""
     return spec.adapter.decoder_example(spec.config, k)
+
+
+def fast_decoder_sample(spec: ExportSpec, k: int) -> tuple[torch.Tensor, ...]:
+    """Example inputs of the split decoder's per-prompt graph, exactly `spec.fast_decoder_inputs(k)`."""
+    return spec.adapter.fast_decoder_example(spec.config, k)

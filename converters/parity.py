@@ -10,15 +10,22 @@ IoU-prediction error, with pass/fail against the thresholds of the package's pre
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from converters.parity_data import ParityImage, load_parity_images, parity_prompts, prepare_image
+from converters.parity_data import (
+    ParityImage,
+    fast_parity_prompts,
+    load_parity_images,
+    parity_prompts,
+    prepare_image,
+)
 from converters.spec import FAKE_QUANT_THRESHOLDS, ExportSpec
 from converters.wrappers import sam_onnx_module
-from mobile_runtime.package_format import LABEL
+from mobile_runtime.package_format import LABEL, N_SLOTS
 
 
 def mask_ious(a: np.ndarray, b: np.ndarray, threshold: float = 0.0) -> np.ndarray:
@@ -63,23 +70,62 @@ def evaluate(thresholds: dict[str, float], metrics: dict[str, float]) -> list[st
     return fails
 
 
-def _package_outputs(model, spec: ExportSpec, enc: dict, dec: dict, encoder, decoders: dict, sam_sess,
-                     img: ParityImage) -> dict:
+def _split_outputs(model, models: dict, split: tuple, emb: np.ndarray, img: ParityImage) -> list[tuple]:
+    """(K, feeds in N_SLOTS slots, outputs) of every split-decoder variant on one photo (prep run once)."""
+    prep_model, fast_models = split
+    prepped = run_entry(prep_model, models["decoder_prep"], {"image_embeddings": emb.astype(np.float32)})
+    slots = models["decoder_fast"].get("slots", N_SLOTS)
+    out, prompts = [], 0
+    for k, m in fast_models.items():
+        feeds = fast_parity_prompts(model, k, img.original_size, offset=prompts)
+        small = {n: feeds[n][:, :slots] for n in ("point_coords", "point_labels")}
+        t0 = time.perf_counter()
+        got = run_entry(m, models["decoder_fast"], {**prepped, **small})
+        out.append((k, feeds, got, time.perf_counter() - t0))
+        prompts += k
+    return out
+
+
+def _package_outputs(model, spec: ExportSpec, models: dict, encoder, decoders: dict, sam_sess,
+                     img: ParityImage, split: tuple | None = None) -> dict:
     """The package's outputs on one photo: embedding, every decoder variant on the fixed prompts
-    (fed the package's own embedding), and the SAM-signature decoder's masks (ONNX)."""
+    (fed the package's own embedding), the split decoder's variants (`split`: prep and per-prompt models),
+    and the SAM-signature decoder's masks (ONNX)."""
+    enc, dec = models["encoder"], models["decoder"]
     emb = run_entry(encoder, enc, {"image": img.x.numpy()})["image_embeddings"]
     variants, prompts = [], 0
+    seconds: dict[str, float] = {}
     for k, m in decoders.items():
         feeds = parity_prompts(model, spec, k, img.original_size, offset=prompts)
+        t0 = time.perf_counter()
         variants.append((k, feeds, run_entry(m, dec, {"image_embeddings": emb.astype(np.float32), **feeds})))
+        seconds[f"full_k{k}"] = time.perf_counter() - t0
         prompts += k
+    if split is not None:
+        fast = _split_outputs(model, models, split, emb, img)
+        variants += [(f"split K={k}", feeds, got) for k, feeds, got, _ in fast]
+        seconds |= {f"split_k{k}": s for k, _, _, s in fast}
+        prompts += sum(k for k, _, _, _ in fast)
     sam = _sam_onnx_outputs(model, sam_sess, emb, spec, img) if sam_sess is not None else None
-    return {"embedding": emb, "variants": variants, "prompts": prompts, "sam": sam}
+    return {"embedding": emb, "variants": variants, "prompts": prompts, "sam": sam, "seconds": seconds}
+
+
+def decoder_timing(outs: list[dict]) -> dict:
+    """ms per prompt of each decoder variant in the parity runs (best over the photos: the first run of a model
+    includes its warm-up), and whether the split decoder was the faster at the largest K both decoders have
+    (the batch everything mode sends; one call per photo, so a loaded machine can tip a close call)."""
+    keys = outs[0]["seconds"].keys()
+    ms = {key: 1000 * min(o["seconds"][key] for o in outs) / int(key.rsplit("k", 1)[1]) for key in keys}
+    shared = [int(k[6:]) for k in ms if k.startswith("full_k") and f"split_k{k[6:]}" in ms]
+    k = max(shared, default=None)
+    return {"ms_per_prompt": {key: round(v, 3) for key, v in ms.items()}, "compared_k": k,
+            "prefer_split": bool(k is not None and ms[f"split_k{k}"] < ms[f"full_k{k}"]),
+            "measured_on": "the converting machine, during the parity check (one call per photo)"}
 
 
 def _compare(reference: torch.nn.Module, spec: ExportSpec, images: list[ParityImage], outs: list[dict]) -> dict:
     """Parity metrics of the package outputs `outs` against `reference` on the same photos and prompts."""
-    emb_errs, ious, lr_err, iou_err, sam_ious, nonfinite = [], [], 0.0, 0.0, [], []
+    emb_errs, ious, lr_err, iou_err, sam_ious, nonfinite, split_ious = [], [], 0.0, 0.0, [], [], []
     for img, out in zip(images, outs):
         with torch.no_grad():
             ref_emb = reference.encode_image(img.x)
@@ -89,9 +135,11 @@ def _compare(reference: torch.nn.Module, spec: ExportSpec, images: list[ParityIm
                       if not np.isfinite(v).all()]
         for k, feeds, got in out["variants"]:
             with torch.no_grad():
-                lo, iou = reference.decode_prompts(
-                    ref_emb, *(torch.from_numpy(feeds[t.name]) for t in spec.decoder_inputs(k)[1:]))
+                lo, iou = reference.decode_prompts(ref_emb, *(torch.from_numpy(feeds[t.name]) if t.name in feeds
+                                                              else None for t in spec.decoder_inputs(1)[1:]))
             ious.append(mask_ious(got["low_res_masks"], lo.numpy()).ravel())
+            if isinstance(k, str):
+                split_ious.append(ious[-1])
             lr_err = worst(lr_err, np.abs(got["low_res_masks"] - lo.numpy()).max())
             iou_err = worst(iou_err, np.abs(got["iou_predictions"] - iou.numpy()).max())
             nonfinite += [f"{who} K={k} decoder outputs on {img.name}" for who, v in
@@ -105,6 +153,10 @@ def _compare(reference: torch.nn.Module, spec: ExportSpec, images: list[ParityIm
         "mask_iou_mean": float(all_ious.mean()), "mask_iou_min": float(all_ious.min()),
         "iou_prediction_max_error": iou_err, "masks_compared": int(all_ious.size),
         "nonfinite_outputs": len(set(nonfinite))}
+    if split_ious:
+        a = np.concatenate(split_ious)
+        metrics.update({"split_decoder_mask_iou_mean": float(a.mean()), "split_decoder_mask_iou_min": float(a.min()),
+                        "split_decoder_masks_compared": int(a.size)})
     if sam_ious:
         a = np.concatenate(sam_ious)
         metrics.update({"sam_onnx_mask_iou_mean": float(a.mean()), "sam_onnx_mask_iou_min": float(a.min())})
@@ -134,11 +186,18 @@ def check_parity(model: torch.nn.Module, package_dir: Path, manifest: dict, cali
     decoders = {int(k): open_model(package_dir / v["file"], kind, num_threads, signature=v.get("signature"))
                 for k, v in models["decoder"]["variants"].items()}
     sam_sess = open_model(package_dir / models["sam_onnx"]["file"], "onnx") if "sam_onnx" in models else None
-    outs = [_package_outputs(model, spec, enc, models["decoder"], encoder, decoders, sam_sess, img) for img in images]
+    split = None
+    if "decoder_prep" in models:
+        prep = models["decoder_prep"]
+        split = (open_model(package_dir / prep["file"], kind, num_threads, signature=prep.get("signature")),
+                 {int(k): open_model(package_dir / v["file"], kind, num_threads, signature=v.get("signature"))
+                  for k, v in models["decoder_fast"]["variants"].items()})
+    outs = [_package_outputs(model, spec, models, encoder, decoders, sam_sess, img, split) for img in images]
     metrics = _compare(model, spec, images, outs)
     thresholds = spec.thresholds
     failures = evaluate(thresholds, metrics)
-    report: dict = {"metrics": metrics, "thresholds": thresholds, "reference": "float PyTorch model"}
+    report: dict = {"metrics": metrics, "thresholds": thresholds, "reference": "float PyTorch model",
+                    "decoder_timing": decoder_timing(outs)}
     if fake_quant is not None:
         fq_metrics = _compare(fake_quant, spec, images, outs)
         fq_thresholds = dict(FAKE_QUANT_THRESHOLDS[spec.target])

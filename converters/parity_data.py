@@ -129,3 +129,28 @@ def parity_prompts(model: torch.nn.Module, spec: ExportSpec, k: int, original_si
         feeds["mask_input"] = mask * has[:, None, None, None]
         feeds["has_mask_input"] = has
     return feeds
+
+
+_FITS_FAST = (0, 2, 4, 6)  # fixed prompts of one point or one box (FAST_SLOTS slots)
+
+
+def fast_parity_prompts(model: torch.nn.Module, k: int, original_size: tuple[int, int],
+                        offset: int = 0) -> dict[str, np.ndarray]:
+    """K prompts for the split decoder, in N_SLOTS slots (the reference's form; the split decoder takes the
+    first FAST_SLOTS): the fixed one-point and box prompts, alternating with single points spread over the
+    image as everything mode places them."""
+    from tinysam.predictor import SamPredictor
+
+    transform = SamPredictor(model).transform
+    h, w = original_size
+    coords = np.zeros((k, N_SLOTS, 2), np.float32)
+    labels = np.full((k, N_SLOTS), float(LABEL.EMPTY_SLOT), np.float32)
+    for i in range(k):
+        j = offset + i
+        if j % 2 == 0:
+            coords[i], labels[i] = _one_prompt(model, _FITS_FAST[(j // 2) % len(_FITS_FAST)], original_size)
+            continue
+        xy = np.array([[((j * 0.618) % 1) * w, ((j * 0.382 + 0.1) % 1) * h]])
+        coords[i, 0] = transform.apply_coords(xy, original_size)[0]
+        labels[i, :2] = (float(LABEL.POS), float(LABEL.PAD))
+    return {"point_coords": coords, "point_labels": labels}

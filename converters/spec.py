@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from converters.backends.registry import TARGETS, canonical_target, get_backend
 from mobile_runtime.package_format import (
     DECODER_K,
+    FAST_DECODER_K,
     FORMAT_VERSION,
     LABEL_MEANINGS,
     MASK_INPUTS,
@@ -68,6 +69,11 @@ PARITY_THRESHOLDS: dict[str, dict[str, float]] = {
 # bounds the agreement.
 FAKE_QUANT_THRESHOLDS: Mapping[str, Mapping[str, float]] = _ByTarget(
     lambda b: dict(b.capabilities.fake_quant_thresholds))
+
+# Precisions whose packages also hold the split decoder (`converters.fast_decoder`): the float ones. The int8
+# recipes select layers by the full decoder's names and were not measured on the split graphs.
+SPLIT_DECODER_PRECISIONS: tuple[str, ...] = ("fp32", "fp16")
+
 
 def check_choice(kind: str, value: str, choices: tuple[str, ...]) -> str:
     """Return `value` if it is one of `choices`, else raise a one-line ValueError."""
@@ -171,7 +177,11 @@ class ExportSpec:
     def model_files(self) -> list[str]:
         """Every model file (or directory) the package holds, in a stable order."""
         files = [self.encoder_file]
-        for v in self.decoder_variants().values():
+        variants = list(self.decoder_variants().values())
+        if self.split_decoder:
+            prep, fast = self.split_decoder_variants()
+            variants += [prep, *fast.values()]
+        for v in variants:
             if v["file"] not in files:
                 files.append(str(v["file"]))
         files += list(self.backend.capabilities.extra_model_files)
@@ -201,6 +211,32 @@ class ExportSpec:
     def decoder_outputs(self, k: int | str) -> list[TensorSpec]:
         """Batched prompt decoder outputs (all four mask tokens, before selection)."""
         return self.adapter.decoder_outputs(self.config, k)
+
+    # --- the split decoder (converters.fast_decoder) ---------------------------------------------
+    @property
+    def split_decoder(self) -> bool:
+        """Whether this package holds the split decoder: the target exports it, the model has it, and the
+        precision is a float one (`SPLIT_DECODER_PRECISIONS`)."""
+        from converters.fast_decoder import config_supports_fast_decoder
+
+        return (not self.backend.capabilities.split_decoder_refused and self.precision in SPLIT_DECODER_PRECISIONS
+                and config_supports_fast_decoder(self.config))
+
+    def split_decoder_variants(self) -> tuple[dict[str, str | None], dict[int, dict[str, str | None]]]:
+        """(prep {"file", "signature"}, K -> {"file", "signature"}), packaged as the decoder variants are."""
+        return self.backend.split_decoder_variants(FAST_DECODER_K)
+
+    def prep_inputs(self) -> list[TensorSpec]:
+        """The prep graph's input: the image embedding."""
+        return self.adapter.decoder_inputs(self.config, 1)[:1]
+
+    def prep_outputs(self) -> list[TensorSpec]:
+        """The prep graph's outputs (what the per-prompt graph takes besides the prompts)."""
+        return self.adapter.prep_outputs(self.config)
+
+    def fast_decoder_inputs(self, k: int | str) -> list[TensorSpec]:
+        """The per-prompt split decoder's inputs."""
+        return self.adapter.fast_decoder_inputs(self.config, k)
 
     def sam_onnx_inputs(self) -> list[TensorSpec]:
         """SAM's official ONNX decoder signature (N dynamic)."""

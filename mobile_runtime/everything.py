@@ -108,7 +108,7 @@ class EverythingGenerator:
         self.session = session
         self.mode = mode
         self.points_per_side = points_per_side
-        self.points_per_batch = points_per_batch or max(session.batch_sizes)
+        self.points_per_batch = points_per_batch or max(session.fast_batch_sizes or session.batch_sizes)
         self.pred_iou_thresh = pred_iou_thresh
         self.stability_score_thresh = stability_score_thresh
         self.stability_score_offset = stability_score_offset
@@ -192,7 +192,9 @@ class EverythingGenerator:
         s = self.session
         with s.lock:
             s.set_image(image)
-            calls0, prompts0, dec0 = s.decoder_calls, s.prompts_decoded, s.decoder_seconds
+            t_enc = time.perf_counter()
+            calls0, prompts0, dec0, prep0 = s.decoder_calls, s.prompts_decoded, s.decoder_seconds, s.prep_seconds
+            self._nms_seconds = self._rle_seconds = 0.0
             self._upsampled = 0
             h, w = s.original_size
             lowest = min(s.mask_threshold - self.stability_score_offset, s.mask_threshold)
@@ -209,12 +211,23 @@ class EverythingGenerator:
                 data = self._run_grid(grid2, up, None) if len(grid2) else {k: [] for k in data1}
                 for k in data:
                     data[k].extend(data1[k])
+            t_grid = time.perf_counter()
             records = self._post_process(data, (h, w))
+            t_end = time.perf_counter()
+            decoder_s, prep_s = s.decoder_seconds - dec0, s.prep_seconds - prep0
             self.last_stats = {
                 "mode": self.mode,
+                "split_decoder": s.has_split_decoder and s.use_split_decoder,
                 "prompts_decoded": s.prompts_decoded - prompts0,
                 "decoder_calls": s.decoder_calls - calls0,
-                "decoder_seconds": s.decoder_seconds - dec0,
+                "decoder_seconds": decoder_s,
+                "prep_seconds": prep_s,
+                "encoder_seconds": t_enc - t0,
+                # upsampling, stability filter, coverage map and boxes: the grid time outside the decoder
+                "postprocess_seconds": (t_grid - t_enc) - decoder_s - prep_s + (t_end - t_grid - self._nms_seconds
+                                                                                - self._rle_seconds),
+                "nms_seconds": self._nms_seconds,
+                "rle_seconds": self._rle_seconds,
                 "stage2_points": stage2_points,
                 "masks_upsampled": self._upsampled,
                 "masks": len(records),
@@ -224,14 +237,17 @@ class EverythingGenerator:
 
     def _post_process(self, data: dict[str, list], size: tuple[int, int]) -> list[dict[str, Any]]:
         n = len(data["iou"])
+        t0 = time.perf_counter()
         boxes = np.asarray(data["boxes"], np.int64).reshape(n, 4)
         keep = amg.nms(boxes, np.asarray(data["iou"], np.float32), self.box_nms_thresh)
+        self._nms_seconds += time.perf_counter() - t0
         items = [dict(window=data["windows"][i], box=boxes[i], iou=data["iou"][i], point=data["points"][i],
                       stability=data["stability"][i], rle=None) for i in keep]
         if self.min_mask_region_area > 0 and items:
             items = self._remove_small_regions(items, size)
         records = []
         for it in items:
+            t0 = time.perf_counter()
             rle = it["rle"] or R.window_to_rle(*it["window"], size)
             if self.output_mode == "binary_mask":
                 seg: Any = R.rle_to_mask(rle)
@@ -239,6 +255,7 @@ class EverythingGenerator:
                 seg = R.coco_encode_rle(rle)
             else:
                 seg = rle
+            self._rle_seconds += time.perf_counter() - t0
             x0, y0, x1, y1 = (int(v) for v in it["box"])
             rec = {
                 "segmentation": seg,

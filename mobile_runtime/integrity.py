@@ -47,6 +47,8 @@ def model_entries(data: dict[str, Any]) -> list[str]:
     names = [models.get("encoder", {}).get("file")]
     names += [v["file"] for v in decoder_variants(models.get("decoder", {})).values()]
     names += [m.get("file") for k, m in models.items() if k not in ("encoder", "decoder") and isinstance(m, dict)]
+    if isinstance(models.get("decoder_fast"), dict):  # the split decoder's per-prompt variants
+        names += [v["file"] for v in decoder_variants(models["decoder_fast"]).values()]
     return list(dict.fromkeys(n for n in names if n))
 
 

@@ -179,6 +179,9 @@ def _check_referenced(package_dir: Path, data: dict[str, Any]) -> None:
     entries = [encoder, *decoder_variants(models["decoder"]).values()]
     if models["decoder"].get("file"):
         entries.append(models["decoder"])
+    for part in ("decoder_prep", "decoder_fast"):  # the split decoder, when the package holds one
+        if isinstance(models.get(part), dict):
+            entries += [*decoder_variants(models[part]).values()]
     for entry in entries:
         name = entry["file"]
         safe_member_path(package_dir, name)

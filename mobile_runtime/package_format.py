@@ -26,6 +26,11 @@ MANIFEST_FILE = "manifest.json"
 
 DECODER_K: tuple[int, ...] = (1, 16)  # prompts per decoder call (the variants every exporter writes)
 N_SLOTS = 8  # point slots per prompt; unused slots carry LABEL.EMPTY_SLOT
+# The split decoder (`models.decoder_prep` once per image, `models.decoder_fast` per prompt): the same
+# function as the decoder for prompts without mask input that fit in FAST_SLOTS slots (one point and its
+# pad point, or one box); trailing empty slots change nothing, so they are not computed.
+FAST_DECODER_K: tuple[int, ...] = (1, 16, 64)
+FAST_SLOTS = 2
 
 
 class LABEL(IntEnum):
@@ -57,6 +62,9 @@ ENCODER_OUTPUTS: tuple[str, ...] = ("image_embeddings",)
 DECODER_INPUTS: tuple[str, ...] = ("image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input")
 DECODER_OUTPUTS: tuple[str, ...] = ("low_res_masks", "iou_predictions")
 MASK_INPUTS: tuple[str, ...] = ("mask_input", "has_mask_input")  # absent when prompts.supports_mask_input is false
+PREP_INPUTS: tuple[str, ...] = ("image_embeddings",)
+PREP_OUTPUTS: tuple[str, ...] = ("keys", "key_pe", "t2i_k", "t2i_v", "i2t_q")
+FAST_DECODER_INPUTS: tuple[str, ...] = PREP_OUTPUTS + ("point_coords", "point_labels")
 
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8", "mixed", "w8a8", "palette4", "palette6", "w8a8-opt")
 RESIZE_MODES: tuple[str, ...] = ("longest_side", "stretch")
@@ -258,6 +266,21 @@ class ModelEntry:
         return cls(out, tuple(ins), tuple(outs))
 
 
+def _split_decoder(models: Mapping[str, Any]) -> tuple[ModelEntry | None, ModelEntry | None, int]:
+    """The optional split decoder of a `models` section: (prep, fast, slots), or (None, None, FAST_SLOTS)."""
+    has_prep, has_fast = "decoder_prep" in models, "decoder_fast" in models
+    if has_prep != has_fast:
+        raise _fail("models", "must hold both 'decoder_prep' and 'decoder_fast' or neither")
+    if not has_prep:
+        return None, None, FAST_SLOTS
+    prep = ModelEntry.from_dict(models["decoder_prep"], "decoder prep model", variants=False)
+    fast = ModelEntry.from_dict(models["decoder_fast"], "fast decoder model", variants=True)
+    slots = models["decoder_fast"].get("slots", FAST_SLOTS)
+    if not _positive_int(slots):
+        raise _fail("fast decoder model 'slots'", f"must be a positive int, got {slots!r}")
+    return prep, fast, slots
+
+
 @dataclass(frozen=True)
 class Manifest:
     """A package's manifest.json, validated (`from_dict`) and given back unchanged (`to_dict`)."""
@@ -272,6 +295,9 @@ class Manifest:
     decoder: ModelEntry
     files: dict[str, str]
     raw: dict[str, Any] = field(repr=False, compare=False)
+    decoder_prep: ModelEntry | None = None  # the split decoder: both or neither (see FAST_SLOTS)
+    decoder_fast: ModelEntry | None = None
+    fast_slots: int = FAST_SLOTS
 
     @property
     def kind(self) -> str:
@@ -300,13 +326,14 @@ class Manifest:
         models = _section(data, "models", "models")
         encoder = ModelEntry.from_dict(models.get("encoder"), "encoder model", variants=False)
         decoder = ModelEntry.from_dict(models.get("decoder"), "decoder model", variants=True)
+        prep, fast, fast_slots = _split_decoder(models)
         files = _section(data, "files", "file list")
         for name, digest in files.items():
             check_member_name(name, "file list entry")
             if not isinstance(digest, str):
                 raise _fail(f"file list entry {name!r}", "must map to a sha256 hex string")
         return cls(version, target, precision, pre, post, prompts, encoder, decoder, dict(files),
-                   copy.deepcopy(data))
+                   copy.deepcopy(data), prep, fast, fast_slots)
 
     def to_dict(self) -> dict[str, Any]:
         """The manifest mapping (as read, or as the converter built it)."""

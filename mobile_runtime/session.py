@@ -23,9 +23,13 @@ from .manifest import PackageError, is_zip, load_manifest, package_root
 from .package_format import (
     DECODER_INPUTS,
     DECODER_OUTPUTS,
+    EMPTY_SLOT,
     ENCODER_INPUTS,
     ENCODER_OUTPUTS,
+    FAST_DECODER_INPUTS,
     MASK_INPUTS,
+    PREP_INPUTS,
+    PREP_OUTPUTS,
     Manifest,
 )
 
@@ -33,18 +37,20 @@ CALL_OVERHEAD = 2.0  # cost of one decoder call, in prompts, for batch planning
 
 
 @lru_cache(maxsize=256)
-def plan_batches(k: int, variants: tuple[int, ...], overhead: float = CALL_OVERHEAD) -> tuple[int, ...]:
-    """Decoder batch sizes (from `variants`) covering k prompts at the lowest cost
-    (padded slots + `overhead` per call); the last call may be padded."""
+def plan_batches(k: int, variants: tuple[int, ...], overhead: float = CALL_OVERHEAD,
+                 costs: tuple[tuple[int, float], ...] | None = None) -> tuple[int, ...]:
+    """Decoder batch sizes (from `variants`) covering k prompts at the lowest cost: `costs` ((K, cost of one
+    call), e.g. measured ms) when given, else padded slots + `overhead` per call; the last call may be padded."""
     if k <= 0:
         return ()
     sizes = sorted(set(variants))
+    call_cost = dict(costs) if costs else {}
     best: list[tuple[float, tuple[int, ...]]] = [(0.0, ())]
     for n in range(1, k + 1):
         options = []
         for v in sizes:
             prev_cost, prev_plan = best[max(n - v, 0)]
-            options.append((prev_cost + v + overhead, prev_plan + (v,)))
+            options.append((prev_cost + call_cost.get(v, v + overhead), prev_plan + (v,)))
         best.append(min(options))
     return tuple(sorted(best[k][1], reverse=True))
 
@@ -118,11 +124,45 @@ class Session:
             self._check_slots(k, model, ins)
             self._decoders[k] = (model, ins, outs)
         self.batch_sizes = tuple(sorted(self._decoders))
+        self._open_split_decoder(m, num_threads)
         self._closed = False
         self.reset_image()
         self.prompts_decoded = 0
         self.decoder_calls = 0
         self.decoder_seconds = 0.0  # wall time inside decoder runs (profiling)
+        self.prep_seconds = 0.0  # wall time inside the split decoder's per-image prep runs
+        # the split decoder serves the prompts it fits when the package's parity run measured it faster per
+        # prompt than the full decoder (or measured nothing); set it to choose (benchmarks compare both)
+        timing = (self.manifest.get("parity") or {}).get("decoder_timing") or {}
+        self.use_split_decoder = bool(timing.get("prefer_split", True))
+        # the split decoder's batches are planned from the measured ms per call when every variant has one
+        # (at 1024 px a K=64 call holds 0.5 GB of upscaled features and LiteRT ran K=1 faster per prompt)
+        ms = timing.get("ms_per_prompt") or {}
+        have = all(f"split_k{v}" in ms for v in self.fast_batch_sizes) and self.fast_batch_sizes
+        self._fast_costs = tuple((v, float(ms[f"split_k{v}"]) * v) for v in self.fast_batch_sizes) if have else None
+
+    def _open_split_decoder(self, m: Manifest, num_threads: int) -> None:
+        """The split decoder (per-image prep + per-prompt graphs), when the package holds one."""
+        self._prep: tuple[Model, dict[str, str], dict[str, str]] | None = None
+        self._fast: dict[int, tuple[Model, dict[str, str], dict[str, str]]] = {}
+        self.fast_slots = m.fast_slots
+        if m.decoder_prep is None or m.decoder_fast is None:
+            self.fast_batch_sizes: tuple[int, ...] = ()
+            return
+        prep = m.decoder_prep.variants[1]
+        model = open_model(self.package_dir / prep.file, m.kind, num_threads, prep.signature)
+        self._prep = (model, _bind_names(list(m.decoder_prep.inputs), model, PREP_INPUTS, "inputs"),
+                      _bind_names(list(m.decoder_prep.outputs), model, PREP_OUTPUTS, "outputs"))
+        for k, variant in m.decoder_fast.variants.items():
+            model = open_model(self.package_dir / variant.file, m.kind, num_threads, variant.signature)
+            self._fast[k] = (model, _bind_names(list(m.decoder_fast.inputs), model, FAST_DECODER_INPUTS, "inputs"),
+                             _bind_names(list(m.decoder_fast.outputs), model, DECODER_OUTPUTS, "outputs"))
+        self.fast_batch_sizes = tuple(sorted(self._fast))
+
+    @property
+    def has_split_decoder(self) -> bool:
+        """Whether prompts without mask input that fit in `fast_slots` slots go to the split decoder."""
+        return self._prep is not None
 
     def _check_slots(self, k: int, model: Model, ins: dict[str, str]) -> None:
         """Refuse a manifest whose prompts.slots differs from the decoder's point-slot dimension N."""
@@ -141,6 +181,7 @@ class Session:
         """Forget the current image."""
         with self.lock:
             self._embedding: np.ndarray | None = None
+            self._prepped: dict[str, np.ndarray] | None = None  # split-decoder prep outputs of this image
             self.original_size: tuple[int, int] | None = None
             self.input_size: tuple[int, int] | None = None
 
@@ -156,6 +197,7 @@ class Session:
             self._check_open()
             out = self._encoder.run({self._enc_in["image"]: x})
             self._embedding = np.asarray(out[self._enc_out["image_embeddings"]], dtype=np.float32)
+            self._prepped = None
             self.original_size = (int(image.shape[0]), int(image.shape[1]))
             self.input_size = input_size
 
@@ -188,6 +230,8 @@ class Session:
                 raise ValueError(f"expected coords [K,{self.slots},2] and labels [K,{self.slots}], "
                                  f"got {coords.shape} and {labels.shape}")
             low_size = self.low_res_size
+            if self._fits_split_decoder(labels, has_mask_input):
+                return self._decode_split(coords[:, : self.fast_slots], labels[:, : self.fast_slots])
             if mask_input is None:
                 mask_input = np.zeros((k, 1, low_size, low_size), np.float32)
                 has_mask_input = np.zeros((k,), np.float32)
@@ -201,6 +245,44 @@ class Session:
                 start += n
             self.prompts_decoded += k
             return np.concatenate(lows), np.concatenate(ious)
+
+    def _fits_split_decoder(self, labels: np.ndarray, has_mask_input: np.ndarray | None) -> bool:
+        """The split decoder gives the same masks when no prompt uses a mask input and every slot past
+        `fast_slots` is empty (empty slots are out of attention)."""
+        if self._prep is None or not self.use_split_decoder or (has_mask_input is not None and np.any(has_mask_input != 0)):
+            return False
+        return bool(np.all(labels[:, self.fast_slots :] == EMPTY_SLOT))
+
+    def _prep_outputs(self) -> dict[str, np.ndarray]:
+        """The split decoder's per-image tensors, computed on first use after `set_image` and kept."""
+        if self._prepped is None:
+            model, ins, outs = self._prep
+            t0 = time.perf_counter()
+            out = model.run({ins["image_embeddings"]: self.image_embedding})
+            self.prep_seconds += time.perf_counter() - t0
+            self._prepped = {role: np.asarray(out[name], np.float32) for role, name in outs.items()}
+        return self._prepped
+
+    def _decode_split(self, coords: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """K prompts of `fast_slots` slots through the split decoder (batches over its variants)."""
+        prepped = self._prep_outputs()
+        k = coords.shape[0]
+        lows, ious, start = [], [], 0
+        for size in plan_batches(k, self.fast_batch_sizes, costs=self._fast_costs):
+            n = min(size, k - start)
+            idx = np.arange(start, start + size).clip(max=start + n - 1)  # pad with the last prompt
+            model, ins, outs = self._fast[size]
+            values = dict(prepped, point_coords=coords[idx].astype(np.float32),
+                          point_labels=labels[idx].astype(np.float32))
+            t0 = time.perf_counter()
+            out = model.run({name: values[role] for role, name in ins.items()})
+            self.decoder_seconds += time.perf_counter() - t0
+            self.decoder_calls += 1
+            lows.append(np.asarray(out[outs["low_res_masks"]], np.float32)[:n])
+            ious.append(np.asarray(out[outs["iou_predictions"]], np.float32)[:n])
+            start += n
+        self.prompts_decoded += k
+        return np.concatenate(lows), np.concatenate(ious)
 
     def _run_decoder(self, size, emb, coords, labels, mask_input, has_mask) -> tuple[np.ndarray, np.ndarray]:
         model, ins, outs = self._decoders[size]
@@ -295,6 +377,7 @@ class Session:
             self.reset_image()
             self._encoder = None
             self._decoders = {}
+            self._prep, self._fast = None, {}
             if self._tmp is not None:
                 self._tmp.cleanup()
                 self._tmp = None

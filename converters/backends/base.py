@@ -71,6 +71,9 @@ class Capabilities:
     extra_model_files: tuple[str, ...] = ()   # model files beyond encoder + decoder variants
     refused: Mapping[str, str] = field(default_factory=dict)  # precision it does not build -> why (one line)
     runtime_requirements: Mapping[str, str] = field(default_factory=dict)  # what the app links (manifest)
+    # why the split decoder (`converters.fast_decoder`: per-image prep + per-prompt graph) is not exported;
+    # "" = it is, packaged like the decoder variants (`Backend.split_decoder_variants`)
+    split_decoder_refused: str = ""
 
 
 @dataclass(frozen=True)
@@ -127,6 +130,24 @@ class Backend:
             return {k: {"file": f"decoder.{ext}", "signature": f"k{k}"} for k in ks}
         if how in ("functions", "methods"):
             return {k: {"file": f"decoder.{ext}", "signature": f"decoder_k{k}"} for k in ks}
+        raise ValueError(f"backend {self.name}: unknown decoder packaging {how!r}; "
+                         f"choose one of: {', '.join(DECODER_PACKAGING)}")
+
+
+    def split_decoder_variants(self, ks: tuple[int, ...]) -> tuple[dict[str, str | None], dict[int, dict[str, str | None]]]:
+        """(prep {"file", "signature"}, K -> {"file", "signature"}) of the split decoder, packaged as the
+        decoder variants are: ONNX graphs `decoder_prep` / `decoder_fast_k{K}`, LiteRT signatures `prep` /
+        `fast_k{K}` of decoder.tflite, functions or methods `decoder_prep` / `decoder_fast_k{K}`."""
+        ext, how = self.capabilities.extension, self.capabilities.decoder_packaging
+        if how == "graphs":
+            return ({"file": f"decoder_prep.{ext}", "signature": None},
+                    {k: {"file": f"decoder_fast_k{k}.{ext}", "signature": None} for k in ks})
+        if how == "signatures":
+            return ({"file": f"decoder.{ext}", "signature": "prep"},
+                    {k: {"file": f"decoder.{ext}", "signature": f"fast_k{k}"} for k in ks})
+        if how in ("functions", "methods"):
+            return ({"file": f"decoder.{ext}", "signature": "decoder_prep"},
+                    {k: {"file": f"decoder.{ext}", "signature": f"decoder_fast_k{k}"} for k in ks})
         raise ValueError(f"backend {self.name}: unknown decoder packaging {how!r}; "
                          f"choose one of: {', '.join(DECODER_PACKAGING)}")
 

@@ -32,7 +32,9 @@ def test_fp32_package_passes_parity_and_manifest_is_complete(onnx_fp32):
         assert key in manifest, key
     assert manifest["model"]["trained"] is False and manifest["model"]["checkpoint_sha256"] is None
     assert set(manifest["files"]) == {"README.md", "encoder.onnx", "decoder_k1.onnx", "decoder_k16.onnx",
-                                      "decoder_sam_onnx.onnx", "decoder.weights"}
+                                      "decoder_sam_onnx.onnx", "decoder.weights", "decoder_prep.onnx",
+                                      "decoder_fast_k1.onnx", "decoder_fast_k16.onnx", "decoder_fast_k64.onnx"}
+    assert m["split_decoder_mask_iou_mean"] >= 0.999
     assert manifest["models"]["decoder"]["variants"]["16"]["file"] == "decoder_k16.onnx"
     assert check_hashes(res.path) == []
     assert "Untrained weights" in (res.path / "README.md").read_text()

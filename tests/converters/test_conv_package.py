@@ -32,7 +32,10 @@ def test_spec_variants_and_signatures():
     tfl = ExportSpec(cfg, "tflite", "int8")
     assert tfl.decoder_variants()[16] == {"file": "decoder.tflite", "signature": "k16"}
     onnx = ExportSpec(cfg, "onnx", "fp32")
-    assert onnx.model_files() == ["encoder.onnx", "decoder_k1.onnx", "decoder_k16.onnx", "decoder_sam_onnx.onnx"]
+    assert onnx.model_files() == ["encoder.onnx", "decoder_k1.onnx", "decoder_k16.onnx", "decoder_prep.onnx",
+                                  "decoder_fast_k1.onnx", "decoder_fast_k16.onnx", "decoder_fast_k64.onnx",
+                                  "decoder_sam_onnx.onnx"]
+    assert "decoder_prep.onnx" not in ExportSpec(cfg, "onnx", "int8").model_files()  # float precisions only
     dec_in = {t.name: t.shape for t in onnx.decoder_inputs(16)}
     assert dec_in["mask_input"] == (16, 1, 32, 32) and dec_in["point_labels"] == (16, 8)
     assert onnx.preprocess_dict()["pixel_mean"] == list(cfg.pixel_mean)

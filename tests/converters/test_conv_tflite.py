@@ -25,4 +25,9 @@ def test_tflite_package_parity(tiny_model, tmp_path, precision, min_iou):
     assert [t["name"] for t in dec["inputs"]] == [f"args_{i}" for i in range(5)]
     assert dec["inputs"][3]["logical_name"] == "mask_input"
     assert set(manifest["files"]) == {"README.md", "encoder.tflite", "decoder.tflite"}
+    split = precision in ("fp32", "fp16")  # the split decoder: signatures of decoder.tflite, float packages only
+    assert ("decoder_fast" in manifest["models"]) is split
+    if split:
+        assert manifest["models"]["decoder_fast"]["variants"]["64"]["signature"] == "fast_k64"
+        assert res.parity["metrics"]["split_decoder_mask_iou_mean"] >= min_iou
     assert check_hashes(res.path) == []

@@ -16,6 +16,7 @@ CAPABILITIES = Capabilities(
     # measured mask IoU 1.0 and embeddings within 6.3e-7; w8a8-opt's static int8 activations round differently
     # in the runtime (embedding 4.8% off its fake-quant model), so the gate is the masks', as for W8A8 elsewhere
     fake_quant_thresholds={"mask_iou_mean": 0.95},
+    split_decoder_refused=("not converted for this format yet: the split decoder (converters.fast_decoder) is exported and parity-checked for onnx and tflite; Core AI packages keep the full decoder variants for every prompt"),
 )
 
 BACKEND = Backend(

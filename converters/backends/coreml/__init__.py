@@ -11,6 +11,7 @@ CAPABILITIES = Capabilities(
     int8_weight_layers=("linear", "conv"),
     int8_activation_layers=("linear", "conv", "matmul"),
     fake_quant_thresholds={"mask_iou_mean": 0.95},
+    split_decoder_refused=("not converted for this format yet: the split decoder (converters.fast_decoder) is exported and parity-checked for onnx and tflite; CoreML packages keep the full decoder variants for every prompt"),
 )
 
 BACKEND = Backend(

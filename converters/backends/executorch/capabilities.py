@@ -43,4 +43,5 @@ CAPABILITIES = Capabilities(
     int8_activation_layers=("linear", "conv"),  # Linear dynamic (per row at run time), Conv2d static
     refused=REFUSED,
     runtime_requirements=PHONE_NEEDS,
+    split_decoder_refused=("not converted for this format yet: the split decoder (converters.fast_decoder) is exported and parity-checked for onnx and tflite; ExecuTorch packages keep the full decoder variants for every prompt"),
 )

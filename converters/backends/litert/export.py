@@ -21,11 +21,13 @@ from converters.backends.litert.flatbuffer import tensor_name
 from converters.backends.litert.layout import collapse_layout_chains
 from converters.backends.litert.names import name_layer_outputs
 from converters.backends.litert.recipes import CONV_OPS, KIND_OPS, WEIGHT_OPS
-from converters.examples import decoder_sample, encoder_sample
+from converters.examples import decoder_sample, encoder_sample, fast_decoder_sample
+from converters.fast_decoder import DecoderPrep, FastPromptDecoder
 from converters.logs import quiet
 from converters.precision import PrecisionPlan, keep_float_ops, weight_rules, without_top_module
 from converters.spec import DECODER_K, ExportSpec
 from converters.wrappers import EncoderWrapper, decoder_module
+from mobile_runtime.package_format import FAST_SLOTS
 
 _FLOAT_CACHE: dict[tuple, bytes] = {}  # (model fingerprint, part) -> float .tflite bytes, last model only
 
@@ -167,8 +169,11 @@ def float_encoder(model: torch.nn.Module, spec: ExportSpec, dst: Path) -> None:
 
 
 def float_decoder(model: torch.nn.Module, spec: ExportSpec, dst: Path) -> None:
-    """Write the float (fp32) LiteRT decoder of `model` (signatures k1, k16) to `dst` (converted once)."""
+    """Write the float (fp32) LiteRT decoder of `model` (signatures k1, k16, and with the split decoder
+    prep and fast_k{K}) to `dst` (converted once)."""
     import litert_torch
+
+    split = spec.split_decoder
 
     def build(path: Path) -> None:
         dec = decoder_module(model).eval()
@@ -176,11 +181,18 @@ def float_decoder(model: torch.nn.Module, spec: ExportSpec, dst: Path) -> None:
             builder = litert_torch
             for k in DECODER_K:
                 builder = builder.signature(f"k{k}", dec, decoder_sample(spec, k))
+            if split:
+                prep, fast = spec.split_decoder_variants()
+                builder = builder.signature(str(prep["signature"]), DecoderPrep(model).eval(),
+                                            decoder_sample(spec, 1)[:1])
+                for k, v in fast.items():
+                    builder = builder.signature(str(v["signature"]), FastPromptDecoder(model).eval(),
+                                                fast_decoder_sample(spec, k))
             builder.convert().export(str(path))
         collapse_layout_chains(path)
         name_layer_outputs(path)
 
-    _cached_float((model_fingerprint(model), "decoder"), dst, build)
+    _cached_float((model_fingerprint(model), "decoder_split" if split else "decoder"), dst, build)
 
 
 def tflite_models(spec: ExportSpec) -> dict:
@@ -189,10 +201,25 @@ def tflite_models(spec: ExportSpec) -> dict:
     enc_out = [dict(t.to_dict(), name="output_0", logical_name=t.name) for t in spec.encoder_outputs()]
     dec_in, dec_out = _signature_io(spec, "K")
     variants = {str(k): {"file": v["file"], "signature": v["signature"]} for k, v in spec.decoder_variants().items()}
-    return {
+    models = {
         "encoder": {"file": spec.encoder_file, "signature": "serving_default", "inputs": enc_in, "outputs": enc_out},
         "decoder": {"file": "decoder.tflite", "variants": variants, "inputs": dec_in, "outputs": dec_out},
     }
+    if spec.split_decoder:
+        prep, fast = spec.split_decoder_variants()
+        models["decoder_prep"] = {
+            "file": prep["file"], "signature": prep["signature"],
+            "inputs": [dict(t.to_dict(), name="args_0", logical_name=t.name) for t in spec.prep_inputs()],
+            "outputs": [dict(t.to_dict(), name=f"output_{i}", logical_name=t.name)
+                        for i, t in enumerate(spec.prep_outputs())]}
+        models["decoder_fast"] = {
+            "variants": {str(k): {"file": v["file"], "signature": v["signature"]} for k, v in fast.items()},
+            "inputs": [dict(t.to_dict(), name=f"args_{i}", logical_name=t.name)
+                       for i, t in enumerate(spec.fast_decoder_inputs("K"))],
+            "outputs": [dict(t.to_dict(), name=f"output_{i}", logical_name=t.name)
+                        for i, t in enumerate(spec.decoder_outputs("K"))],
+            "slots": FAST_SLOTS}
+    return models
 
 
 def export_tflite(model: torch.nn.Module, spec: ExportSpec, out_dir: Path, plan: PrecisionPlan, work: Path,

@@ -13,10 +13,12 @@ from converters.backends.onnx.large import copy_onnx, needs_external_data, save_
 from converters.backends.onnx.recipes import onnx_nodes_to_exclude
 from converters.backends.onnx.shared_weights import SHARED_WEIGHTS, share_weights
 from converters.backends.onnx.weight_only import quantize_weights_int8
-from converters.examples import decoder_sample, encoder_sample
+from converters.examples import decoder_sample, encoder_sample, fast_decoder_sample
+from converters.fast_decoder import DecoderPrep, FastPromptDecoder
 from converters.precision import PrecisionPlan
 from converters.spec import DECODER_K, ExportSpec
 from converters.wrappers import EncoderWrapper, decoder_module, sam_onnx_module
+from mobile_runtime.package_format import FAST_SLOTS
 
 OPSET = 17
 QUANT_OPS = ["MatMul", "Gemm"]  # int8: dynamic quantization (MatMulInteger)
@@ -128,8 +130,12 @@ def export_onnx(model: torch.nn.Module, spec: ExportSpec, out_dir: Path, plan: P
                   dynamic_axes={"point_coords": {1: "num_points"}, "point_labels": {1: "num_points"}})
     _finish(model, tmp, out_dir / "decoder_sam_onnx.onnx", spec.precision, plan, work, say, convert)
 
+    split = _export_split_decoder(model, spec, out_dir, plan, work, say, convert) if spec.split_decoder else {}
+
     say("onnx: storing the decoder weights once")
     decoder_files = [str(variants[k]["file"]) for k in DECODER_K] + ["decoder_sam_onnx.onnx"]
+    decoder_files += [str(v["file"]) for v in split.values() if "file" in v]
+    decoder_files += [str(v["file"]) for v in split.get("decoder_fast", {}).get("variants", {}).values()]
     shared = share_weights(out_dir, decoder_files, SHARED_WEIGHTS)
 
     dec = _entry(str(variants[1]["file"]), spec.decoder_inputs("K"), spec.decoder_outputs("K"))
@@ -140,4 +146,28 @@ def export_onnx(model: torch.nn.Module, spec: ExportSpec, out_dir: Path, plan: P
         "encoder": _entry(spec.encoder_file, spec.encoder_inputs(), spec.encoder_outputs()),
         "decoder": dec,
         "sam_onnx": _entry("decoder_sam_onnx.onnx", spec.sam_onnx_inputs(), spec.sam_onnx_outputs()),
+        **split,
     }
+
+
+def _export_split_decoder(model: torch.nn.Module, spec: ExportSpec, out_dir: Path, plan: PrecisionPlan, work: Path,
+                          say, convert) -> dict:
+    """decoder_prep.onnx and decoder_fast_k{K}.onnx (`converters.fast_decoder`); their manifest entries."""
+    prep, fast = spec.split_decoder_variants()
+    say("onnx: exporting the split decoder's prep graph")
+    tmp = work / "decoder_prep_fp32.onnx"
+    _torch_export(DecoderPrep(model), decoder_sample(spec, 1)[:1], tmp, [t.name for t in spec.prep_inputs()],
+                  [t.name for t in spec.prep_outputs()])
+    _finish(model, tmp, out_dir / str(prep["file"]), spec.precision, plan, work, say, convert)
+    in_names = [t.name for t in spec.fast_decoder_inputs(1)]
+    out_names = [t.name for t in spec.decoder_outputs(1)]
+    for k, v in fast.items():
+        say(f"onnx: exporting the split decoder K={k}")
+        tmp = work / f"decoder_fast_k{k}_fp32.onnx"
+        _torch_export(FastPromptDecoder(model), fast_decoder_sample(spec, k), tmp, in_names, out_names)
+        _finish(model, tmp, out_dir / str(v["file"]), spec.precision, plan, work, say, convert)
+    fast_entry = {"variants": {str(k): {"file": v["file"], "signature": None} for k, v in fast.items()},
+                  "inputs": [t.to_dict() for t in spec.fast_decoder_inputs("K")],
+                  "outputs": [t.to_dict() for t in spec.decoder_outputs("K")], "slots": FAST_SLOTS}
+    return {"decoder_prep": _entry(str(prep["file"]), spec.prep_inputs(), spec.prep_outputs()),
+            "decoder_fast": fast_entry}
