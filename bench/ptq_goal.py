@@ -51,6 +51,41 @@ def _encoder_times(paths: dict[str, Path], threads: int, repeats: int, torch_mod
     return times
 
 
+def _save_plans(root: Path, plans: dict, q) -> None:  # noqa: ANN001
+    """Keep the measured plans and the recipe's scales next to the packages (a rerun reuses them)."""
+    import base64
+    import json
+
+    from converters.w8a8 import scales_json
+
+    root.mkdir(parents=True, exist_ok=True)
+    doc = {"targets": {t: {"plan": mp.plan, "png": base64.b64encode(mp.plot_png).decode(), "seconds": mp.seconds}
+                       for t, mp in plans.items()},
+           "recipe_calibration": q.recipe_calibration, "scales": scales_json(q).decode()}
+    (root / "plans.json").write_text(json.dumps(doc))
+
+
+def _cached_plans(root: Path, model, targets: tuple[str, ...]):  # noqa: ANN001, ANN202
+    """(plans, recipe model) saved by an earlier run for every target, else (None, None)."""
+    import base64
+    import json
+
+    from converters.mixed_plan import MeasuredPlan
+    from converters.w8a8 import qmodel_from_scales
+
+    path = root / "plans.json"
+    if not path.is_file():
+        return None, None
+    doc = json.loads(path.read_text())
+    if not set(targets) <= set(doc["targets"]):
+        return None, None
+    q = qmodel_from_scales(model, doc["scales"])
+    q.recipe_calibration = doc["recipe_calibration"]
+    plans = {t: MeasuredPlan(doc["targets"][t]["plan"], {}, [], doc["targets"][t]["seconds"],
+                             base64.b64decode(doc["targets"][t]["png"])) for t in targets}
+    return plans, q
+
+
 def run_goal(targets: tuple[str, ...] = ("tflite", "onnx"), speed_size: int = 1024, accuracy_size: int = 256,
              threads: int = 2, repeats: int = 5, images: int = 8, checkpoint: str | None = None,
              packages_dir: str | Path = "/tmp/ptq-goal", progress=None) -> dict:  # noqa: ANN001
@@ -73,19 +108,22 @@ def run_goal(targets: tuple[str, ...] = ("tflite", "onnx"), speed_size: int = 10
             raise ValueError(f"no shipped tinysam weights trained at {accuracy_size} px")
         checkpoint = str(found.path)
     t0 = time.perf_counter()
+    root = Path(packages_dir)
     model_a, info_a = load_model("tinysam", checkpoint, accuracy_size)
-    measurer = PlanMeasurer(model_a, progress=say)
-    budget = Budget.of()
-    plans = {t: measurer.plan(t, budget) for t in targets}
+    plans, q_a = _cached_plans(root, model_a, targets)
+    if plans is None:
+        measurer = PlanMeasurer(model_a, progress=say)
+        budget = Budget.of()
+        plans, q_a = {t: measurer.plan(t, budget) for t in targets}, measurer.q
+        _save_plans(root, plans, q_a)
     plan_s = time.perf_counter() - t0
     model_s, info_s = load_model("tinysam", checkpoint, speed_size)
-    q_s = qmodel_from_scales(model_s, scales_json(measurer.q))
-    q_s.recipe_calibration = measurer.q.recipe_calibration
-    root = Path(packages_dir)
+    q_s = qmodel_from_scales(model_s, scales_json(q_a))
+    q_s.recipe_calibration = q_a.recipe_calibration
     rows = []
     for t in targets:
         built = {}
-        for size, model, info, q in ((accuracy_size, model_a, info_a, measurer.q), (speed_size, model_s, info_s, q_s)):
+        for size, model, info, q in ((accuracy_size, model_a, info_a, q_a), (speed_size, model_s, info_s, q_s)):
             for prec in ("fp32", "mixed"):
                 say(f"{t} {prec} at {size} px")
                 opts = ConvertOptions(precision=prec, out_dir=root / str(size), verify=False, overwrite=True)

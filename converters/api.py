@@ -109,7 +109,7 @@ def build_package(model, model_info: dict, target: str, options: ConvertOptions,
                                                         calibration)
             counts = {c: len(v) for c, v in layers.items() if c != "float"}
             counts["float"] = sum(len(v) for v in layers["float"].values())
-            plan = plan.with_data(layer_counts=counts, float_layers=layers["float"])
+            plan = plan.with_data(layer_counts=counts, layers=layers, scales_file=SCALES_FILE)
             reference = package_reference(qmodel, layers)
         else:
             if spec.backend.fake_quant is not None:  # the target's own compression: gate against its model too

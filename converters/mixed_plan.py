@@ -131,7 +131,9 @@ def measure_mixed_plan(model: torch.nn.Module, calibration: str | Path | None = 
 PLAN_NAME = "mixed-measured-v2"
 FRONTIER_FILE = "frontier.png"
 HELD_OUT_SEED = 1234  # mini-SA held-out scenes (split val): the plan's accuracy images
-PLAN_IMAGES = 3       # held-out scenes the plan is measured on (the bench evaluates on later ones)
+PLAN_IMAGES = 3       # held-out scenes each measured plan is measured on
+ISOLATED_IMAGES = 1   # scenes for each group's mode alone (only orders the search's moves)
+PLAN_FIRST_SCENE = 64  # the plan's scenes are 64.. of the held-out set; the bench evaluates on 0..
 FLOAT_BYTES = 4       # float layers stay float32 in the mixed files
 
 
@@ -162,27 +164,44 @@ class PlanMeasurer:
         self.q = qmodel if qmodel is not None else recipe_qmodel(model, calibration, progress=self.say)
         self.search_s = time.perf_counter() - start
         size = model.config.image_size
-        self.samples = make_samples(model, held_out_scenes(images, size))
+        self.samples = make_samples(model, held_out_scenes(images, size, first=PLAN_FIRST_SCENE))
         with torch.no_grad():
             self.refs = reference_outputs(model, self.samples)
         self.accuracy = {"image_size": size, "images": len(self.samples), "prompts_per_image": int(self.samples[0].coords.shape[0]),
-                         "data": f"held-out mini-SA (generate_minisa seed {HELD_OUT_SEED}, split val, scenes 0..{images - 1})",
+                         "data": f"held-out mini-SA (generate_minisa seed {HELD_OUT_SEED}, split val, scenes "
+                                 f"{PLAN_FIRST_SCENE}..{PLAN_FIRST_SCENE + images - 1}; each group's modes alone on the "
+                                 f"first {ISOLATED_IMAGES})",
                          "metric": "mean mask IoU vs the float model (multimask tokens, logits > 0)"}
-        self.cache: dict[frozenset, float] = {}
+        self.cache: dict[tuple[frozenset, int], float] = {}
+        self.embeddings: dict[tuple[frozenset, int], list[torch.Tensor]] = {}
         self.evals = 0
         self.params = sum(p.numel() for p in self.q.parameters())
 
-    def drop(self, modes: dict[str, str]) -> float:
-        """Measured mask-IoU drop of layer -> mode `modes` (others float) vs the float model."""
+    def drop(self, modes: dict[str, str], scenes: int | None = None) -> float:
+        """Measured mask-IoU drop of layer -> mode `modes` (others float) vs the float model, on the first
+        `scenes` scenes (default all). Image embeddings are kept per encoder configuration, so plans that
+        differ only in the decoder rerun only the decoder."""
         from converters.mixed_modes import apply_modes
-        from tinysam.quant.sensitivity import mean_iou
+        from tinysam.quant.sensitivity import mask_iou
 
+        count = len(self.samples) if scenes is None else max(1, min(scenes, len(self.samples)))
         key = frozenset((n, m) for n, m in modes.items() if m != "float")
-        if key not in self.cache:
-            apply_modes(self.q, dict(key))
-            self.cache[key] = 1.0 - mean_iou(self.q, self.samples, self.refs)
-            self.evals += 1
-        return self.cache[key]
+        if (key, count) in self.cache:
+            return self.cache[(key, count)]
+        apply_modes(self.q, dict(key))
+        enc_key = frozenset((n, m) for n, m in key if n.startswith("image_encoder."))
+        with torch.no_grad():
+            if (enc_key, count) not in self.embeddings:
+                for k in [k for k in self.embeddings if k[0]]:  # keep the float encoder's and the newest only
+                    del self.embeddings[k]
+                self.embeddings[(enc_key, count)] = [self.q.encode_image(s.image) for s in self.samples[:count]]
+            vals = []
+            for s, emb, ref in zip(self.samples, self.embeddings[(enc_key, count)], self.refs):
+                low, iou = self.q.decode_prompts(emb, s.coords, s.labels)
+                vals.append(mask_iou(ref, self.q.select_masks(low, iou, True)[0]).flatten())
+        self.cache[(key, count)] = 1.0 - float(torch.cat(vals).mean())
+        self.evals += 1
+        return self.cache[(key, count)]
 
     def size_mb(self, modes: dict[str, str]) -> float:
         """Weight size: 1 byte per int8 weight, FLOAT_BYTES per other parameter."""
@@ -208,7 +227,8 @@ class PlanMeasurer:
         table = speed_table(target, self.q, self.samples[0], twin, note)
         self.say(f"mixed plan ({target}): {len(groups)} groups, measuring each mode alone on "
                  f"{len(self.samples)} held-out scenes at {self.accuracy['image_size']} px")
-        isolated = {(g.name, m): (0.0 if m == "float" else self.drop(g.resolve(m))) for g in groups for m in g.modes}
+        isolated = {(g.name, m): (0.0 if m == "float" else self.drop(g.resolve(m), ISOLATED_IMAGES))
+                    for g in groups for m in g.modes}
 
         def cost(choice: dict[str, str]) -> tuple[float, float, float | None]:
             modes = layer_modes(groups, choice)

@@ -117,28 +117,33 @@ class Search:
         self.points.append(p)
         return p
 
-    def next_move(self, choice: dict[str, str], budget: Budget) -> tuple[str, str] | None:
-        """(group, slower mode) that recovers the most drop per latency lost and keeps a cost budget."""
+    def next_move(self, choice: dict[str, str], budget: Budget, stalled: bool = False) -> tuple[str, str] | None:
+        """(group, slower mode) that recovers the most drop per latency lost and keeps a cost budget.
+
+        Any slower mode of a group is a candidate (a jump past a mode that measured worse alone). With
+        `stalled` (no candidate recovers anything measured alone, but the plan is still over an IoU budget),
+        the group with the largest drop alone goes to float: groups interact, the whole plan is measured next.
+        """
         now_ratio, _, _ = self.cost(choice)
         best, best_score = None, 0.0
         for g, mode in choice.items():
             modes = self.modes[g]
-            i = modes.index(mode)
-            if i == 0:
-                continue
-            slower = modes[i - 1]
-            benefit = self.isolated.get((g, mode), 0.0) - self.isolated.get((g, slower), 0.0)
-            if benefit <= 0:
-                continue
-            trial = {**choice, g: slower}
-            ratio, size, _ = self.cost(trial)
-            if budget.kind == "latency_ratio" and ratio > budget.limit:
-                continue
-            if budget.kind == "size_mb" and size > budget.limit:
-                continue
-            score = benefit / (max(ratio - now_ratio, 0.0) + 1e-4)
-            if score > best_score:
-                best, best_score = (g, slower), score
+            for slower in modes[: modes.index(mode)]:
+                benefit = self.isolated.get((g, mode), 0.0) - self.isolated.get((g, slower), 0.0)
+                if benefit <= 0 and not stalled:
+                    continue
+                trial = {**choice, g: slower}
+                ratio, size, _ = self.cost(trial)
+                if budget.kind == "latency_ratio" and ratio > budget.limit:
+                    continue
+                if budget.kind == "size_mb" and size > budget.limit:
+                    continue
+                if stalled:
+                    score = 1.0 + self.isolated.get((g, mode), 0.0) if slower == modes[0] else 0.0
+                else:
+                    score = benefit / (max(ratio - now_ratio, 0.0) + 1e-4)
+                if score > best_score:
+                    best, best_score = (g, slower), score
         return best
 
 
@@ -153,6 +158,8 @@ def search_plans(search: Search, budget: Budget, max_steps: int = MAX_STEPS) -> 
                 break
             extra += 1
         move = search.next_move(choice, budget)
+        if move is None and budget.kind == "iou_drop" and p.iou_drop > budget.limit:
+            move = search.next_move(choice, budget, stalled=True)
         if move is None:
             break
         g, mode = move
