@@ -225,8 +225,8 @@ class PlanMeasurer:
         twin = {n for n, m in quant_layers(self.q).items() if m.a_kind != "uniform"}
         note = support.speed if support.speed != "measured" else "no speed table for this target"
         table = speed_table(target, self.q, self.samples[0], twin, note)
-        self.say(f"mixed plan ({target}): {len(groups)} groups, measuring each mode alone on "
-                 f"{len(self.samples)} held-out scenes at {self.accuracy['image_size']} px")
+        self.say(f"mixed plan ({target}): {len(groups)} groups, each mode alone on {ISOLATED_IMAGES} held-out "
+                 f"scene(s), plans on {len(self.samples)}, at {self.accuracy['image_size']} px")
         isolated = {(g.name, m): (0.0 if m == "float" else self.drop(g.resolve(m), ISOLATED_IMAGES))
                     for g in groups for m in g.modes}
 

@@ -113,3 +113,15 @@ def test_tflite_mixed_package_runs_the_plan(tiny_model, measured, tmp_path):
     assert {FRONTIER_FILE, SCALES_FILE} <= set(manifest["files"]) and check_hashes(res.path) == []
     ops = {op["op_name"] for op in Interpreter(str(res.path / "encoder.tflite"))._get_ops_details()}  # noqa: SLF001
     assert "QUANTIZE" in ops  # static int8 inputs in the encoder
+
+
+def test_convert_prints_plan_speed_accuracy_and_rejected(measured):
+    from converters.mixed_plan import plan_summary
+
+    _, mp = measured
+    lines = plan_summary(mp.plan, "tflite")
+    assert lines[0].startswith("tflite mixed plan (iou drop <= 0.01): encoder ") and "predicted at 1024 px" in lines[0]
+    assert "held-out mini-SA" in lines[1] and "128 px" in lines[1] and "speed: cost table" in lines[1]
+    assert len(lines) == 2 + len(mp.plan["rejected"])
+    assert all(line.startswith("  rejected: ") for line in lines[2:])
+    assert plan_summary({"name": "mixed-default-v1"}, "onnx") == []
