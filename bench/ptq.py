@@ -302,6 +302,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--goal", action="store_true", help="the mixed PTQ goal instead of the table: speed at "
                     "--image-size, accuracy at --accuracy-size (bench/ptq_goal.py); targets tflite,onnx by default")
     ap.add_argument("--accuracy-size", type=int, default=256, help="--goal: the weights' trained size")
+    ap.add_argument("--replan", action="store_true", help="--goal: measure the plans again on the scales saved "
+                    "in --packages")
     a = ap.parse_args(argv)
     if a.goal:
         return goal_main(a)
@@ -321,7 +323,8 @@ def goal_main(a: argparse.Namespace) -> dict:
     targets = tuple(x.strip() for x in a.targets.split(",") if x.strip())
     targets = ("tflite", "onnx") if targets == TARGETS else targets
     res = run_goal(targets, a.image_size, a.accuracy_size, a.threads, a.repeats, a.images, a.checkpoint,
-                   a.packages or "/tmp/ptq-goal", progress=lambda m: print(m, file=sys.stderr, flush=True))
+                   a.packages or "/tmp/ptq-goal", progress=lambda m: print(m, file=sys.stderr, flush=True),
+                   replan=a.replan)
     out_path = Path(a.out) if a.out else ROOT / "bench" / "results" / "ptq.json"
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text(json.dumps(finite_or_none(res), indent=1, default=str, allow_nan=False))

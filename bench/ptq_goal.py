@@ -88,8 +88,10 @@ def _cached_plans(root: Path, model, targets: tuple[str, ...]):  # noqa: ANN001,
 
 def run_goal(targets: tuple[str, ...] = ("tflite", "onnx"), speed_size: int = 1024, accuracy_size: int = 256,
              threads: int = 2, repeats: int = 5, images: int = 8, checkpoint: str | None = None,
-             packages_dir: str | Path = "/tmp/ptq-goal", progress=None) -> dict:  # noqa: ANN001
-    """Measure the goal; returns the JSON-ready result (see the module docstring)."""
+             packages_dir: str | Path = "/tmp/ptq-goal", progress=None, replan: bool = False) -> dict:  # noqa: ANN001
+    """Measure the goal; returns the JSON-ready result (see the module docstring). Plans and the recipe's
+    scales saved by an earlier run in `packages_dir` are reused; `replan` measures the plans again on the
+    saved scales (no new scale search)."""
     import torch
 
     from bench.accuracy import run_accuracy
@@ -111,8 +113,8 @@ def run_goal(targets: tuple[str, ...] = ("tflite", "onnx"), speed_size: int = 10
     root = Path(packages_dir)
     model_a, info_a = load_model("tinysam", checkpoint, accuracy_size)
     plans, q_a = _cached_plans(root, model_a, targets)
-    if plans is None:
-        measurer = PlanMeasurer(model_a, progress=say)
+    if plans is None or replan:
+        measurer = PlanMeasurer(model_a, progress=say, qmodel=q_a)  # the saved recipe scales when there are
         budget = Budget.of()
         plans, q_a = {t: measurer.plan(t, budget) for t in targets}, measurer.q
         _save_plans(root, plans, q_a)

@@ -87,6 +87,10 @@ def build_package(model, model_info: dict, target: str, options: ConvertOptions,
         from converters.w8a8 import SCALES_FILE, recipe_qmodel, scales_json
 
         qmodel = qmodel if qmodel is not None else recipe_qmodel(model, calibration, progress=say)
+        if modal:  # the weight scales the plan was measured with (max-based for its int8-weight layers)
+            from converters.mixed_modes import set_weight_scales
+
+            set_weight_scales(qmodel, plan.layer_modes)
         extra_files = {**(extra_files or {}), SCALES_FILE: scales_json(qmodel)}
     final = Path(options.out_dir) / spec.package_name
     with AtomicPackage(final, zip_=options.zip, overwrite=options.overwrite) as pkg:
@@ -231,6 +235,9 @@ def measured_plans(model_name: str, model, checkpoint, options: ConvertOptions, 
     measurer = PlanMeasurer(plan_model, options.calibration, progress=say)
     plans = {t: measurer.plan(t, budget) for t in targets}
     q = measurer.q
+    from converters.mixed_modes import set_weight_scales
+
+    set_weight_scales(q, {})  # the recipe's scales again (each package sets its plan's)
     if plan_model is not model:  # the same scales on the package's model
         calib = q.recipe_calibration
         q = qmodel_from_scales(model, scales_json(q))

@@ -85,10 +85,30 @@ def split_from_modes(q: torch.nn.Module, modes: dict[str, str]) -> dict:
     return out
 
 
-def apply_modes(q: torch.nn.Module, modes: dict[str, str]) -> None:
-    """Configure the fake-quant model `q` in place to compute layer -> mode `modes` (others float)."""
+@torch.no_grad()
+def set_weight_scales(q: torch.nn.Module, modes: dict[str, str]) -> None:
+    """Weight scales of `q` for layer -> mode `modes`: "int8_weights" layers get max-based per-channel scales
+    (max |w| / 127, no clipping: what weight-only int8 exporters compute, and measured better for layers
+    whose input stays float), every other layer the recipe's searched scales (kept on first use)."""
     from tinysam.quant.qmodel import quant_layers
 
+    layers = {n: m for n, m in quant_layers(q).items() if hasattr(m, "w_scale")}
+    if not hasattr(q, "recipe_w_scales"):
+        q.recipe_w_scales = {n: m.w_scale.clone() for n, m in layers.items()}
+    for n, m in layers.items():
+        if modes.get(n) == "int8_weights":
+            dims = [d for d in range(m.weight.dim()) if d != m.weight_axis]
+            m.w_scale.copy_(m.weight.abs().amax(dim=dims).clamp_min(1e-12) / (2 ** (m.w_bits - 1) - 1))
+        else:
+            m.w_scale.copy_(q.recipe_w_scales[n])
+
+
+def apply_modes(q: torch.nn.Module, modes: dict[str, str]) -> None:
+    """Configure the fake-quant model `q` in place to compute layer -> mode `modes` (others float), weight
+    scales included (`set_weight_scales`)."""
+    from tinysam.quant.qmodel import quant_layers
+
+    set_weight_scales(q, modes)
     for name, layer in quant_layers(q).items():
         mode = modes.get(name, "float")
         layer.quant_enabled = mode != "float" and layer.calibrated

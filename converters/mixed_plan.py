@@ -263,6 +263,9 @@ class PlanMeasurer:
                 "plot": FRONTIER_FILE,
                 "seconds": round(time.perf_counter() - start + self.search_s, 1),
                 "evaluations": self.evals}
+        from converters.mixed_modes import set_weight_scales
+
+        set_weight_scales(self.q, {})  # back to the recipe's scales
         png = plot_frontier(points, picked, target, table.measured)
         return MeasuredPlan(plan, gains, [g for g, m in chosen.choice.items() if m == "float"], plan["seconds"], png,
                             {"search_s": round(self.search_s, 1), "plan_s": round(time.perf_counter() - start, 1)})
