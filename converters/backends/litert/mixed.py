@@ -2,9 +2,10 @@
 dynamic int8 inputs (dynamic-range FULLY_CONNECTED) or static int8 inputs with the recipe's scales;
 the decoder with int8 weights where the plan says so, float elsewhere.
 
-The weights of every int8 layer are first snapped to the recipe's grid (`w8a8_quantize.snapped_copy`),
-so the package computes what the plan was measured on (`converters.mixed_modes`), apart from the
-output requantization of LiteRT's static int8 ops (ranges calibrated on the calibration images).
+The weights of every int8 layer are first snapped to the plan's grid (`w8a8_quantize.snapped_copy` with
+the scales `converters.mixed_modes.set_weight_scales` set: the recipe's for static/dynamic layers,
+max-based for int8-weight layers), so the package computes what the plan was measured on, apart from
+the output requantization of LiteRT's static int8 ops (ranges calibrated on the calibration images).
 """
 
 from __future__ import annotations
@@ -101,7 +102,7 @@ def export_mixed(q: torch.nn.Module, spec: ExportSpec, out_dir: Path, plan: Prec
         raise ValueError(f"LiteRT mixed packages cannot run {bad[0]} as the plan says (see its MixedSupport)")
     int8 = [n for c in (W8A8, W8_ADYNAMIC, W8_AFLOAT) for n in layers[c]]
     say(f"tflite: encoder with {len(enc[W8A8])} static int8, {len(enc[W8_ADYNAMIC])} dynamic int8, "
-        f"{len(enc[W8_AFLOAT])} int8-weight layers (weights on the recipe's grid)")
+        f"{len(enc[W8_AFLOAT])} int8-weight layers (weights on the plan's int8 grid)")
     snapped = snapped_copy(q, int8)
     enc_float = work / "encoder_snapped_fp32.tflite"
     float_encoder(snapped, spec, enc_float)
