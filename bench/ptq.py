@@ -299,12 +299,41 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--packages", default=None, help="keep packages here (default: temporary); packages found "
                     "there are reused")
     ap.add_argument("--out", default=None, help="JSON path (default bench/results/ptq.json)")
+    ap.add_argument("--goal", action="store_true", help="the mixed PTQ goal instead of the table: speed at "
+                    "--image-size, accuracy at --accuracy-size (bench/ptq_goal.py); targets tflite,onnx by default")
+    ap.add_argument("--accuracy-size", type=int, default=256, help="--goal: the weights' trained size")
+    ap.add_argument("--replan", action="store_true", help="--goal: measure the plans again on the scales saved "
+                    "in --packages")
     a = ap.parse_args(argv)
+    if a.goal:
+        return goal_main(a)
     split = lambda s: tuple(x.strip() for x in s.split(",") if x.strip())  # noqa: E731
     res = run_ptq(a.model, a.image_size, split(a.targets), split(a.precisions), a.threads, a.repeats, a.images,
                   a.checkpoint, a.untrained, a.mixed_plan, a.packages, a.out,
                   progress=lambda m: print(m, file=sys.stderr, flush=True))
     print(table(res))
+    return res
+
+
+def goal_main(a: argparse.Namespace) -> dict:
+    """`--goal`: run bench/ptq_goal.py and write its JSON."""
+    from bench.ptq_goal import run_goal
+    from evaluation.writers import finite_or_none
+
+    targets = tuple(x.strip() for x in a.targets.split(",") if x.strip())
+    targets = ("tflite", "onnx") if targets == TARGETS else targets
+    res = run_goal(targets, a.image_size, a.accuracy_size, a.threads, a.repeats, a.images, a.checkpoint,
+                   a.packages or "/tmp/ptq-goal", progress=lambda m: print(m, file=sys.stderr, flush=True),
+                   replan=a.replan)
+    out_path = Path(a.out) if a.out else ROOT / "bench" / "results" / "ptq.json"
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(json.dumps(finite_or_none(res), indent=1, default=str, allow_nan=False))
+    for r in res["rows"]:
+        print(f"{r['target']}: encoder fp32 {r['encoder_ms']['fp32']} ms, mixed {r['encoder_ms']['mixed']} ms "
+              f"({r['checks']['speedup']['value']:.2f}x) at {res['speed_size']} px; mIoU drop "
+              f"{r['checks']['iou_drop']['value']:.4f}, agreement {r['checks']['agreement']['value']:.4f} at "
+              f"{res['accuracy_size']} px; size {r['checks']['size_ratio']['value']:.3f} of fp32: "
+              + ("goal met" if r["met"] else "MISSED " + "; ".join(r["missed"])))
     return res
 
 

@@ -21,18 +21,22 @@ def _human_size(n: int) -> str:
               help="coreai,coreml,tflite,onnx,executorch or all (all: every target that exports the precision).")
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "int8", "mixed", "w8a8", "palette4", "palette6", "w8a8-opt"]), default="fp32",
               show_default=True, help="int8: int8 weights, activations quantized at run time "
-              "(ONNX Runtime, LiteRT); mixed: int8 weights except the plan's sensitive layers, float compute; "
+              "(ONNX Runtime, LiteRT); mixed: a measured per-group plan (float, int8 weights, dynamic or static int8 "
+              "activations where the target runs them) within one budget; "
               "w8a8: the Q-TinySAM recipe (int8 weights and static int8 activations with its searched scales); "
               "Core AI only: palette4/palette6 (k-means palettized weights), w8a8-opt (coreai-opt's calibrated W8A8).")
 @click.option("--calibration", default=None, help="Image directory for the parity check, the measured mixed plan "
               "and the w8a8 scale search (default: bundled photos).")
 @click.option("--mixed-plan", type=click.Choice(["auto", "measured", "fixed"]), default="auto", show_default=True,
-              help="--precision mixed: plan from measured per-group sensitivity, or the fixed built-in plan; "
-              "auto measures up to 512 px input (or with a budget), else fixed.")
+              help="--precision mixed: plan measured per group (accuracy at the weights' trained size on held-out "
+              "mini-SA, speed from the target's 1024 px cost table), or the fixed built-in plan; auto measures when "
+              "the plan's accuracy size is at most 512 px (or a budget is given), else fixed.")
 @click.option("--max-iou-drop", type=click.FloatRange(0, 1, max_open=True), default=None,
               help="Measured mixed plan budget: mean mask-IoU drop vs fp32 (default 0.01).")
+@click.option("--max-latency-ratio", type=click.FloatRange(0, 10, min_open=True), default=None,
+              help="Measured mixed plan budget instead: encoder latency / fp32 (the most accurate plan within it).")
 @click.option("--max-size", "max_size_mb", type=click.FloatRange(0, min_open=True), default=None,
-              help="Measured mixed plan budget by weight size in MB instead.")
+              help="Measured mixed plan budget instead: weight size in MB (the most accurate plan within it).")
 @click.option("--no-verify", is_flag=True, help="Skip the parity check against the PyTorch reference.")
 @click.option("--zip", "zip_", is_flag=True, help="Also write <package>.zip next to each package.")
 @click.option("--out", required=True, help="Output directory for the packages.")
@@ -40,7 +44,7 @@ def _human_size(n: int) -> str:
 @click.option("--allow-nonfinite-weights", "allow_nonfinite", is_flag=True,
               help="Load a checkpoint that holds NaN/Inf values (refused by default; parity still fails it).")
 def convert_cmd(model_name, checkpoint, image_size, target, precision, calibration, mixed_plan, max_iou_drop,  # noqa: ANN001
-                max_size_mb, no_verify, zip_, out, overwrite, allow_nonfinite) -> None:
+                max_latency_ratio, max_size_mb, no_verify, zip_, out, overwrite, allow_nonfinite) -> None:
     """Export to mobile deployment packages, each proven against the reference before it appears."""
     from converters.logs import quiet_logs
 
@@ -54,6 +58,7 @@ def convert_cmd(model_name, checkpoint, image_size, target, precision, calibrati
         options = ConvertOptions(targets=target, precision=precision, out_dir=out, checkpoint=checkpoint,
                                  image_size=image_size, calibration=calibration, verify=not no_verify, zip=zip_,
                                  mixed_plan=mixed_plan, max_iou_drop=max_iou_drop, max_size_mb=max_size_mb,
+                                 max_latency_ratio=max_latency_ratio,
                                  allow_nonfinite=allow_nonfinite, overwrite=overwrite)
         results = convert(model_name, options, progress)
     except ValueError as exc:
@@ -66,6 +71,14 @@ def convert_cmd(model_name, checkpoint, image_size, target, precision, calibrati
         click.echo(f"{r.path}  {_human_size(r.size_bytes)}  {r.seconds:.1f} s{gate}")
         if r.zip_path:
             click.echo(f"{r.zip_path}")
+        if r.precision == "mixed":
+            import json
+
+            from converters.mixed_plan import plan_summary
+
+            plan = json.loads((r.path / "manifest.json").read_text()).get("precision_plan", {})
+            for line in plan_summary(plan, r.target):
+                click.echo(line)
     if results:
         click.echo(f"next: python cli.py verify {results[0].path}")
 

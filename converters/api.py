@@ -80,10 +80,17 @@ def build_package(model, model_info: dict, target: str, options: ConvertOptions,
     plan = plan.with_data(applied=applied_precision(plan, spec.target))
     start = time.perf_counter()
     reference = None
-    if precision == "w8a8":
+    modal = precision == "mixed" and bool(plan.layer_modes) and spec.backend.export_mixed is not None
+    if modal and qmodel is None:
+        raise ValueError("a mixed plan with per-layer modes needs the recipe's model (qmodel)")
+    if precision == "w8a8" or modal:
         from converters.w8a8 import SCALES_FILE, recipe_qmodel, scales_json
 
         qmodel = qmodel if qmodel is not None else recipe_qmodel(model, calibration, progress=say)
+        if modal:  # the weight scales the plan was measured with (max-based for its int8-weight layers)
+            from converters.mixed_modes import set_weight_scales
+
+            set_weight_scales(qmodel, plan.layer_modes)
         extra_files = {**(extra_files or {}), SCALES_FILE: scales_json(qmodel)}
     final = Path(options.out_dir) / spec.package_name
     with AtomicPackage(final, zip_=options.zip, overwrite=options.overwrite) as pkg:
@@ -98,6 +105,15 @@ def build_package(model, model_info: dict, target: str, options: ConvertOptions,
             models, layers = export_w8a8(qmodel, spec, pkg.dir, plan, pkg.dir.parent / "work", say, calibration)
             plan = PrecisionPlan.from_dict({**w8a8_plan(qmodel, layers, spec.target), "applied": plan.data["applied"]},
                                            precision)
+            reference = package_reference(qmodel, layers)
+        elif modal:
+            from converters.w8a8 import package_reference
+
+            models, layers = spec.backend.export_mixed(qmodel, spec, pkg.dir, plan, pkg.dir.parent / "work", say,
+                                                        calibration)
+            counts = {c: len(v) for c, v in layers.items() if c != "float"}
+            counts["float"] = sum(len(v) for v in layers["float"].values())
+            plan = plan.with_data(layer_counts=counts, layers=layers, scales_file=SCALES_FILE)
             reference = package_reference(qmodel, layers)
         else:
             if spec.backend.fake_quant is not None:  # the target's own compression: gate against its model too
@@ -169,20 +185,61 @@ def convert(model_name: str, options: ConvertOptions | None = None,
                     raise ValueError(f"{existing} already exists (pass --overwrite to replace it)")
     if not info["trained"]:
         say("note: no checkpoint given; using a seeded UNTRAINED model (masks are meaningless)")
-    plan, extra = None, None
-    if precision == "mixed" and resolve_mixed_plan(options.mixed_plan, model.config.image_size,
+    plans, extra, qmodel = {}, None, None
+    if precision == "mixed" and resolve_mixed_plan(options.mixed_plan, plan_size(model_name, model, checkpoint),
                                                    options.budget_given) == "measured":
-        from converters.mixed_plan import PLOT_FILE, measure_mixed_plan
-
-        measured = measure_mixed_plan(model, calibration, options.max_iou_drop, options.max_size_mb, progress=say)
-        m = measured.plan["measured"]
-        say(f"mixed plan: {len(measured.float_groups)} groups kept float, mask IoU drop {m['iou_drop']:.4f}, "
-            f"~{m['size_mb']:.1f} MB weights ({measured.seconds:.0f} s)")
-        plan, extra = measured.plan, {PLOT_FILE: measured.plot_png}
-    qmodel = None
+        plans, qmodel = measured_plans(model_name, model, checkpoint, options, target_list, say)
     if precision == "w8a8":
         from converters.w8a8 import recipe_qmodel
 
         qmodel = recipe_qmodel(model, calibration, progress=say)
-    return [build_package(model, info, t, options, say, plan=plan, extra_files=extra, qmodel=qmodel)
-            for t in target_list]
+    results = []
+    for t in target_list:
+        mp = plans.get(t)
+        if mp is not None:
+            from converters.mixed_plan import FRONTIER_FILE
+
+            extra = {FRONTIER_FILE: mp.plot_png}
+        results.append(build_package(model, info, t, options, say, plan=mp.plan if mp else None, extra_files=extra,
+                                     qmodel=qmodel))
+    return results
+
+
+def plan_size(model_name: str, model, checkpoint: str | Path | None) -> int:  # noqa: ANN001
+    """Input size the mixed plan's accuracy is measured at: the shipped weights' trained size when the model
+    runs larger (accuracy where the model works; speed comes from the target's 1024 px cost table), else
+    the model's own size."""
+    from tinysam.defaults import all_default_weights
+
+    size = model.config.image_size
+    if checkpoint is None:
+        return size
+    for w in all_default_weights(model_name):
+        if w.path.resolve() == Path(checkpoint).resolve() and w.image_size is not None:
+            return min(size, w.image_size)
+    return size
+
+
+def measured_plans(model_name: str, model, checkpoint, options: ConvertOptions, targets: list[str],  # noqa: ANN001
+                   say: Callable[[str], None]) -> tuple[dict, torch.nn.Module]:
+    """target -> MeasuredPlan (`converters.mixed_plan.PlanMeasurer`), and the recipe model at the package size."""
+    from converters.mixed_plan import PlanMeasurer
+    from converters.mixed_select import Budget
+    from converters.w8a8 import qmodel_from_scales, scales_json
+
+    budget = Budget.of(options.max_iou_drop, options.max_latency_ratio, options.max_size_mb)
+    size = plan_size(model_name, model, checkpoint)
+    plan_model = model if size == model.config.image_size else load_model(model_name, checkpoint, size)[0]
+    if plan_model is not model:
+        say(f"mixed plan: accuracy measured at the weights' trained size {size} px, speed from the 1024 px cost table")
+    measurer = PlanMeasurer(plan_model, options.calibration, progress=say)
+    plans = {t: measurer.plan(t, budget) for t in targets}
+    q = measurer.q
+    from converters.mixed_modes import set_weight_scales
+
+    set_weight_scales(q, {})  # the recipe's scales again (each package sets its plan's)
+    if plan_model is not model:  # the same scales on the package's model
+        calib = q.recipe_calibration
+        q = qmodel_from_scales(model, scales_json(q))
+        q.recipe_calibration = calib
+    return plans, q

@@ -124,3 +124,200 @@ def measure_mixed_plan(model: torch.nn.Module, calibration: str | Path | None = 
         png = plot_sensitivity(res["sensitivity"], res["float_groups"], Path(tmp) / PLOT_FILE).read_bytes()
     return MeasuredPlan(plan, res["sensitivity"], res["float_groups"], seconds, png,
                         {"search_s": round(t_search, 1), "sensitivity_s": round(seconds - t_search, 1)})
+
+
+# ---- measured per-target plans with per-group compute modes (float / int8 weights / dynamic / static int8)
+
+PLAN_NAME = "mixed-measured-v2"
+FRONTIER_FILE = "frontier.png"
+HELD_OUT_SEED = 1234  # mini-SA held-out scenes (split val): the plan's accuracy images
+PLAN_IMAGES = 3       # held-out scenes each measured plan is measured on
+ISOLATED_IMAGES = 1   # scenes for each group's mode alone (only orders the search's moves)
+PLAN_FIRST_SCENE = 64  # the plan's scenes are 64.. of the held-out set; the bench evaluates on 0..
+FLOAT_BYTES = 4       # float layers stay float32 in the mixed files
+
+
+def held_out_scenes(n: int, image_size: int, seed: int = HELD_OUT_SEED, first: int = 0) -> list:
+    """Scenes `first`..`first+n-1` of held-out mini-SA (seed `seed`, split val, 3/4 x 1 at `image_size`), RGB uint8."""
+    import tempfile
+
+    from calibration_data.minisa import generate_minisa
+    from calibration_data.sa1b import iter_sa1b
+
+    hw = ((image_size * 3) // 4, image_size)
+    with tempfile.TemporaryDirectory(prefix="mixed-minisa-") as tmp:
+        split = generate_minisa(Path(tmp), first + n, image_size=hw, seed=seed, split="val", progress=False)
+        return [rgb for rgb, _ in iter_sa1b(split, limit=first + n)][first:]
+
+
+class PlanMeasurer:
+    """The recipe model, the held-out samples and the measured drops shared by every target of one convert."""
+
+    def __init__(self, model: torch.nn.Module, calibration: str | Path | None = None, images: int = PLAN_IMAGES,
+                 progress: Callable[[str], None] | None = None, qmodel: torch.nn.Module | None = None) -> None:
+        from converters.w8a8 import recipe_qmodel
+        from tinysam.quant.calibrate import make_samples
+        from tinysam.quant.sensitivity import reference_outputs
+
+        self.say = progress or (lambda msg: None)
+        start = time.perf_counter()
+        self.q = qmodel if qmodel is not None else recipe_qmodel(model, calibration, progress=self.say)
+        self.search_s = time.perf_counter() - start
+        size = model.config.image_size
+        self.samples = make_samples(model, held_out_scenes(images, size, first=PLAN_FIRST_SCENE))
+        with torch.no_grad():
+            self.refs = reference_outputs(model, self.samples)
+        self.accuracy = {"image_size": size, "images": len(self.samples), "prompts_per_image": int(self.samples[0].coords.shape[0]),
+                         "data": f"held-out mini-SA (generate_minisa seed {HELD_OUT_SEED}, split val, scenes "
+                                 f"{PLAN_FIRST_SCENE}..{PLAN_FIRST_SCENE + images - 1}; each group's modes alone on the "
+                                 f"first {ISOLATED_IMAGES})",
+                         "metric": "mean mask IoU vs the float model (multimask tokens, logits > 0)"}
+        self.cache: dict[tuple[frozenset, int], float] = {}
+        self.embeddings: dict[tuple[frozenset, int], list[torch.Tensor]] = {}
+        self.evals = 0
+        self.params = sum(p.numel() for p in self.q.parameters())
+
+    def drop(self, modes: dict[str, str], scenes: int | None = None) -> float:
+        """Measured mask-IoU drop of layer -> mode `modes` (others float) vs the float model, on the first
+        `scenes` scenes (default all). Image embeddings are kept per encoder configuration, so plans that
+        differ only in the decoder rerun only the decoder."""
+        from converters.mixed_modes import apply_modes
+        from tinysam.quant.sensitivity import mask_iou
+
+        count = len(self.samples) if scenes is None else max(1, min(scenes, len(self.samples)))
+        key = frozenset((n, m) for n, m in modes.items() if m != "float")
+        if (key, count) in self.cache:
+            return self.cache[(key, count)]
+        apply_modes(self.q, dict(key))
+        enc_key = frozenset((n, m) for n, m in key if n.startswith("image_encoder."))
+        with torch.no_grad():
+            if (enc_key, count) not in self.embeddings:
+                for k in [k for k in self.embeddings if k[0]]:  # keep the float encoder's and the newest only
+                    del self.embeddings[k]
+                self.embeddings[(enc_key, count)] = [self.q.encode_image(s.image) for s in self.samples[:count]]
+            vals = []
+            for s, emb, ref in zip(self.samples, self.embeddings[(enc_key, count)], self.refs):
+                low, iou = self.q.decode_prompts(emb, s.coords, s.labels)
+                vals.append(mask_iou(ref, self.q.select_masks(low, iou, True)[0]).flatten())
+        self.cache[(key, count)] = 1.0 - float(torch.cat(vals).mean())
+        self.evals += 1
+        return self.cache[(key, count)]
+
+    def size_mb(self, modes: dict[str, str]) -> float:
+        """Weight size: 1 byte per int8 weight, FLOAT_BYTES per other parameter."""
+        from tinysam.quant.qmodel import quant_layers
+
+        layers = quant_layers(self.q)
+        int8 = sum(layers[n].weight.numel() for n, m in modes.items() if m != "float" and hasattr(layers[n], "weight"))
+        return (int8 + FLOAT_BYTES * (self.params - int8)) / 1e6
+
+    def plan(self, target: str, budget) -> MeasuredPlan:  # noqa: ANN001 - a converters.mixed_select.Budget
+        """The measured plan of `target` within `budget`."""
+        from converters.backends import get_backend
+        from converters.mixed_modes import group_options, layer_modes
+        from converters.mixed_select import Search, choose, search_plans
+        from converters.mixed_speed import speed_table
+        from tinysam.quant.qmodel import group_regex, quant_layers
+
+        start = time.perf_counter()
+        support = get_backend(target).capabilities.mixed
+        groups = group_options(self.q, support)
+        twin = {n for n, m in quant_layers(self.q).items() if m.a_kind != "uniform"}
+        note = support.speed if support.speed != "measured" else "no speed table for this target"
+        table = speed_table(target, self.q, self.samples[0], twin, note)
+        self.say(f"mixed plan ({target}): {len(groups)} groups, each mode alone on {ISOLATED_IMAGES} held-out "
+                 f"scene(s), plans on {len(self.samples)}, at {self.accuracy['image_size']} px")
+        isolated = {(g.name, m): (0.0 if m == "float" else self.drop(g.resolve(m), ISOLATED_IMAGES))
+                    for g in groups for m in g.modes}
+
+        def cost(choice: dict[str, str]) -> tuple[float, float, float | None]:
+            modes = layer_modes(groups, choice)
+            ms = table.latency_ms(modes)
+            ratio = ms / table.fp32_ms if ms is not None else 1.0 - table.gain(modes)
+            return ratio, self.size_mb(modes), ms
+
+        search = Search({g.name: g.modes for g in groups}, isolated, lambda c: self.drop(layer_modes(groups, c)), cost)
+        points = search_plans(search, budget)
+        picked = choose(points, budget)
+        chosen = picked.chosen
+        modes = layer_modes(groups, dict(chosen.choice))
+        gains = {g.name: {m: {"iou_drop_alone": round(isolated[(g.name, m)], 6),
+                              "gain_ms" if table.measured else "gain_share": round(table.gain(g.resolve(m)), 4)}
+                          for m in g.modes} for g in groups}
+        plan = {"name": PLAN_NAME, "weights": "int8", "granularity": "per_channel",
+                "activations": "per group: " + ", ".join(f"{m} {c}" for m, c in chosen.to_dict()["mode_counts"].items()),
+                "keep_float": [{"module": group_regex(g), "precision": "fp32", "reason": "float in the measured plan"}
+                               for g, m in chosen.choice.items() if m == "float"],
+                "groups": dict(chosen.choice), "layer_modes": modes,
+                "budget": {"kind": budget.kind, "limit": budget.limit},
+                "measured": {**chosen.to_dict(), "budget_met": True},
+                "rejected": [p.to_dict() for p in picked.rejected],
+                "frontier": [p.to_dict() for p in picked.frontier],
+                "plans": [p.to_dict() for p in points],
+                "group_costs": gains,
+                "accuracy": self.accuracy,
+                "speed": {"measured": table.measured, "note": table.note,
+                          "anchors": table.anchors.to_dict() if table.anchors else None,
+                          "meaning": "latency_ratio = predicted encoder latency / fp32 at the anchors' size"
+                          if table.measured else "latency_ratio = 1 - share of the encoder's Linear/Conv MACs run in int8"},
+                "plot": FRONTIER_FILE,
+                "seconds": round(time.perf_counter() - start + self.search_s, 1),
+                "evaluations": self.evals}
+        from converters.mixed_modes import set_weight_scales
+
+        set_weight_scales(self.q, {})  # back to the recipe's scales
+        png = plot_frontier(points, picked, target, table.measured)
+        return MeasuredPlan(plan, gains, [g for g, m in chosen.choice.items() if m == "float"], plan["seconds"], png,
+                            {"search_s": round(self.search_s, 1), "plan_s": round(time.perf_counter() - start, 1)})
+
+
+def plot_frontier(points: list, picked, target: str, measured: bool) -> bytes:  # noqa: ANN001
+    """PNG: every measured plan as a point (encoder latency vs IoU drop), the frontier and the chosen plan."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    xs = [p.latency_ms if measured else p.latency_ratio for p in points]
+    ax.scatter(xs, [p.iou_drop for p in points], s=14, color="tab:blue", label="measured plans")
+    fr = picked.frontier
+    ax.plot([p.latency_ms if measured else p.latency_ratio for p in fr], [p.iou_drop for p in fr],
+            color="tab:orange", lw=1, label="frontier")
+    c = picked.chosen
+    ax.scatter([c.latency_ms if measured else c.latency_ratio], [c.iou_drop], s=60, marker="*", color="tab:red",
+               label="chosen", zorder=3)
+    if picked.budget.kind == "iou_drop":
+        ax.axhline(picked.budget.limit, color="gray", ls="--", lw=0.8)
+    ax.set_xlabel("encoder latency, ms (cost table at 1024 px)" if measured else "share of encoder MACs left float")
+    ax.set_ylabel("mask IoU drop vs float (held-out, trained size)")
+    ax.set_title(f"{target}: mixed plans")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _point_line(p: dict, speed: dict) -> str:
+    counts = ", ".join(f"{n} {m}" for m, n in sorted(p["mode_counts"].items()))
+    lat = (f"encoder {p['latency_ms']:.0f} ms predicted at {speed['anchors']['image_size']} px "
+           f"({1 / p['latency_ratio']:.2f}x fp32)" if speed["measured"] and p["latency_ms"] is not None
+           else f"int8 share of encoder MACs {1 - p['latency_ratio']:.2f}")
+    return f"{lat}, mask IoU drop {p['iou_drop']:.4f}, weights {p['size_mb']:.1f} MB ({counts} groups)"
+
+
+def plan_summary(plan: dict, target: str) -> list[str]:
+    """Lines for the convert command: the chosen plan, how it was measured, the best rejected alternatives."""
+    if plan.get("name") != PLAN_NAME:
+        return []
+    speed, acc = plan["speed"], plan["accuracy"]
+    out = [f"{target} mixed plan ({plan['budget']['kind'].replace('_', ' ')} <= {plan['budget']['limit']:g}): "
+           + _point_line(plan["measured"], speed),
+           f"  accuracy: {acc['data']}, {acc['image_size']} px, {acc['images']} scenes x {acc['prompts_per_image']} prompts; "
+           f"speed: {speed['note'] if not speed['measured'] else speed['note'].split(' (')[0]}"]
+    out += ["  rejected: " + _point_line(p, speed) + f" [{p['move']}]" for p in plan.get("rejected", [])]
+    return out

@@ -22,7 +22,8 @@ class ConvertOptions:
     - `verify`: run the parity gate; `zip`: also write `<package>.zip`.
     - `overwrite`: replace existing packages (built whole first, then swapped in); without it an existing
       package is never touched. `allow_nonfinite`: accept NaN/Inf weights in the checkpoint.
-    - `mixed_plan`, `max_iou_drop`, `max_size_mb`: the mixed plan (`converters.mixed_plan`).
+    - `mixed_plan`, `max_iou_drop`, `max_latency_ratio`, `max_size_mb`: the mixed plan and its one budget
+      (`converters.mixed_plan`, `converters.mixed_select.Budget`).
     """
 
     targets: str | tuple[str, ...] = "all"
@@ -37,6 +38,7 @@ class ConvertOptions:
     mixed_plan: str = "auto"
     max_iou_drop: float | None = None
     max_size_mb: float | None = None
+    max_latency_ratio: float | None = None
     overwrite: bool = False
     allow_nonfinite: bool = False
 
@@ -51,7 +53,7 @@ class ConvertOptions:
     @property
     def budget_given(self) -> bool:
         """A measured mixed plan budget was given."""
-        return self.max_iou_drop is not None or self.max_size_mb is not None
+        return any(v is not None for v in (self.max_iou_drop, self.max_size_mb, self.max_latency_ratio))
 
     @property
     def all_targets(self) -> bool:
@@ -83,11 +85,12 @@ class ConvertOptions:
         check_choice("precision", self.precision, PRECISIONS)
         check_choice("mixed plan", self.mixed_plan, MIXED_PLANS)
         if self.precision != "mixed" and self.budget_given:
-            raise ValueError("--max-iou-drop/--max-size apply only to --precision mixed")
+            raise ValueError("--max-iou-drop/--max-latency-ratio/--max-size apply only to --precision mixed")
         if self.precision == "mixed" and self.mixed_plan == "fixed" and self.budget_given:
-            raise ValueError("--max-iou-drop/--max-size apply only to the measured mixed plan")
-        if self.max_iou_drop is not None and self.max_size_mb is not None:
-            raise ValueError("give one mixed-plan budget: --max-iou-drop or --max-size, not both")
+            raise ValueError("--max-iou-drop/--max-latency-ratio/--max-size apply only to the measured mixed plan")
+        from converters.mixed_select import Budget
+
+        Budget.of(self.max_iou_drop, self.max_latency_ratio, self.max_size_mb)  # exactly one, in range
         self.target_list()
         if self.calibration is not None and not self.calibration.is_dir():
             raise ValueError(f"calibration directory {self.calibration} does not exist")

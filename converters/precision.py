@@ -9,8 +9,11 @@ Each backend translates the rules into its own node/tensor/op names (`converters
 recipe's searched scales; its plan (which layers are int8, what stays float and why) is built by
 `converters.w8a8.w8a8_plan` from the calibrated model.
 
-Mixed plans come in two kinds: the fixed plan below (`mixed-default-v1`), and a plan measured on
-calibration data (`converters.mixed_plan`, rules from per-group mask-IoU sensitivity). A rule with
+Mixed plans come in three kinds: the fixed plan below (`mixed-default-v1`), a plan measured on
+calibration data (`converters.mixed_plan.measure_mixed_plan`, rules from per-group mask-IoU sensitivity),
+and the per-target measured plan `mixed-measured-v2` (`converters.mixed_plan.PlanMeasurer`): each layer
+group at float, int8 weights, dynamic or static int8 activations (`layer_modes`), chosen from measured
+accuracy and the target's speed table within one budget (`converters.mixed_select`). A rule with
 `"scope": "activations"` concerns only how a layer's input activation is quantized (twin-uniform
 ranges have no int8 form); the weight-only int8 exporters ignore it and quantize that layer's weights.
 `applied_precision` records, per backend (its `applied` tables), what the exported files actually hold.
@@ -142,6 +145,12 @@ class PrecisionPlan:
         return PrecisionPlan(self.kind, self.rules, {**self.to_dict(), **items})
 
     @property
+    def layer_modes(self) -> dict[str, str]:
+        """Layer -> compute mode (`converters.backends.base.GROUP_MODES`) of a measured mixed plan with
+        per-group modes (`converters.mixed_plan.PlanMeasurer`); {} for every other plan."""
+        return dict(self.data.get("layer_modes", {}))
+
+    @property
     def weight_rules(self) -> list[KeepFloatRule]:
         """Rules that keep weights float."""
         return [r for r in self.rules if r.on_weights]
@@ -233,6 +242,13 @@ def applied_precision(plan: PrecisionPlan, target: str) -> dict:
         return {"weights": data.get("weights"), "activations": data.get("activations")}
     out = dict(tables.mixed if plan.kind == "mixed" else tables.int8)
     out["searched_scales"] = tables.searched_scales
+    if plan.layer_modes and get_backend(target).export_mixed is not None:
+        counts: dict[str, int] = {}
+        for mode in plan.layer_modes.values():
+            counts[mode] = counts.get(mode, 0) + 1
+        out["activations"] = ("per layer as the measured plan says (" + ", ".join(f"{m}: {n}" for m, n in sorted(counts.items()))
+                              + "); static int8 inputs take the recipe's searched scales")
+        out["searched_scales"] = "used: static int8 inputs and int8 weights on the recipe's grid (w8a8_scales.json)"
     if plan.activation_only_rules:
         out["activation_only_rules"] = (f"{len(plan.activation_only_rules)} twin-uniform rules concern activations "
                                         "only; the weights of those layers are int8 here")

@@ -96,13 +96,30 @@ def _known_issues_text(dec: dict) -> str:
 def _w8a8_text(manifest: dict) -> str:
     """The W8A8 section: what is int8, what stays float, where the scales are."""
     plan = manifest.get("precision_plan", {})
-    if "layer_counts" not in plan:
-        return ""
+    if "layer_counts" not in plan or "recipe" not in plan:
+        return _mixed_text(plan)
     counts = ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in plan["layer_counts"].items())
     reasons = "\n".join(f"- {r['layers']} layers float: {r['reason']}" for r in plan["keep_float"] if "layers" in r)
     return (f"\n## W8A8 (Q-TinySAM recipe)\nRecipe layers by what these files hold: {counts}. The recipe's scales "
             f"are in `{plan['recipe']['scales_file']}`; the manifest's `precision_plan.layers` names every layer.\n"
             f"Weights: {plan['applied']['weights']}.\nActivations: {plan['applied']['activations']}.\n{reasons}\n")
+
+
+def _mixed_text(plan: dict) -> str:
+    """The measured mixed plan section: modes, measured accuracy, speed (or why it is not measurable here)."""
+    if plan.get("name") != "mixed-measured-v2":
+        return ""
+    m, acc, speed = plan["measured"], plan["accuracy"], plan["speed"]
+    modes = ", ".join(f"{k}: {v}" for k, v in sorted(m["mode_counts"].items()))
+    lat = (f"predicted encoder {m['latency_ms']} ms at {speed['anchors']['image_size']} px "
+           f"({m['latency_ratio']:.3f} x fp32; {speed['note']})" if speed["measured"] else f"speed {speed['note']}")
+    counts = ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in plan.get("layer_counts", {}).items())
+    return (f"\n## Mixed precision plan ({plan['name']})\nLayer groups by mode: {modes}"
+            + (f"; layers as these files hold them: {counts}" if counts else "") + ".\n"
+            f"Accuracy: mask IoU drop {m['iou_drop']:.4f} vs the float model ({acc['data']}, {acc['image_size']} px). "
+            f"Speed: {lat}.\nBudget: {plan['budget']['kind'].replace('_', ' ')} <= {plan['budget']['limit']:g}; "
+            f"the manifest's `precision_plan` lists every measured plan, the frontier and each group's costs "
+            f"(plot: `{plan['plot']}`).\n")
 
 
 def render_readme(manifest: dict) -> str:

@@ -93,14 +93,20 @@ def _verify_dir(path: Path, checkpoint: str | Path | None, parity: bool, calibra
 
 
 def _w8a8_reference(model, path: Path, manifest: dict):  # noqa: ANN001, ANN202
-    """W8A8 packages: the fake-quant model of their int8 layers, rebuilt from the packaged scales; else None."""
-    if manifest.get("precision") != "w8a8":
+    """W8A8 packages, and mixed packages of a plan with per-layer modes: the fake-quant model of their int8
+    layers, rebuilt from the packaged scales; else None."""
+    plan = manifest.get("precision_plan", {})
+    if manifest.get("precision") == "mixed" and "layers" in plan and "scales_file" in plan:
+        name = plan["scales_file"]
+    elif manifest.get("precision") == "w8a8":
+        name = plan["recipe"]["scales_file"]
+    else:
         return None
     from converters.w8a8 import SCALES_FILE, package_reference, qmodel_from_scales
 
-    scales = path / manifest["precision_plan"]["recipe"]["scales_file"]
+    scales = path / name
     if scales.name != SCALES_FILE or not scales.is_file():
-        raise ValueError(f"w8a8 package without its {SCALES_FILE}")
+        raise ValueError(f"{manifest['precision']} package without its {SCALES_FILE}")
     return package_reference(qmodel_from_scales(model, scales.read_bytes()), manifest["precision_plan"]["layers"])
 
 

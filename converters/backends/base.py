@@ -56,6 +56,52 @@ class W8A8Support:
     dynamic_activation_note: str = ""  # how "dynamic_int8" inputs are computed (manifest `dynamic_activations`)
 
 
+# Per-layer-group compute modes of a mixed plan (`converters.mixed_plan`), slowest/most accurate first:
+GROUP_MODES: tuple[str, ...] = (
+    "float",          # float weights, float compute
+    "int8_weights",   # int8 weights stored, float compute (dequantized weights)
+    "dynamic_int8",   # int8 weights, input quantized per row at run time (dynamic-range kernels)
+    "static_int8",    # int8 weights, static int8 input with the recipe's searched scale
+)
+
+
+@dataclass(frozen=True)
+class MixedSupport:
+    """Which `GROUP_MODES` a target runs for each layer kind in a mixed package (`converters.mixed_plan`).
+
+    `linear` / `conv` / `matmul`: modes per `LAYER_KINDS` entry (attention products have no weights:
+    "float" or "static_int8"). `twin_input`: modes for a layer whose input the recipe quantizes
+    twin-uniform (post-GELU fc2; no one-scale int8 form, so never "static_int8"). `activation_prefixes`:
+    module-path prefixes where int8 activations (dynamic or static) are possible; elsewhere only "float"
+    and "int8_weights". `speed`: "measured" (the target's runtime runs here and its speed table is
+    measured) or a sentence saying why speed is not measurable here.
+    """
+
+    linear: tuple[str, ...] = ("float", "int8_weights")
+    conv: tuple[str, ...] = ("float", "int8_weights")
+    matmul: tuple[str, ...] = ("float",)
+    twin_input: tuple[str, ...] = ("float", "int8_weights")
+    activation_prefixes: tuple[str, ...] = ("",)
+    speed: str = "measured"
+
+    def modes(self, kind: str, name: str, twin: bool) -> tuple[str, ...]:
+        """Modes this target runs for layer `name` of recipe kind `kind` ("linear", "conv2d", ...)."""
+        base = {"linear": self.linear, "conv2d": self.conv, "conv_transpose2d": self.conv,
+                "matmul": self.matmul}.get(kind)
+        if base is None:
+            raise ValueError(f"unknown layer kind {kind!r}; known: linear, conv2d, conv_transpose2d, matmul")
+        if twin:
+            base = tuple(m for m in base if m in self.twin_input)
+        if not any(name.startswith(p) for p in self.activation_prefixes):
+            base = tuple(m for m in base if m in ("float", "int8_weights"))
+        return tuple(m for m in GROUP_MODES if m in base) or ("float",)
+
+    @property
+    def activation_modes(self) -> bool:
+        """True if some layer kind can run with int8 activations here."""
+        return any(m in ("dynamic_int8", "static_int8") for m in self.linear + self.conv + self.matmul)
+
+
 @dataclass(frozen=True)
 class Capabilities:
     """What a target's packages hold and need (typed; the manifest and docs are written from it)."""
@@ -74,6 +120,7 @@ class Capabilities:
     # why the split decoder (`converters.fast_decoder`: per-image prep + per-prompt graph) is not exported;
     # "" = it is, packaged like the decoder variants (`Backend.split_decoder_variants`)
     split_decoder_refused: str = ""
+    mixed: MixedSupport = field(default_factory=MixedSupport)  # per-group modes of mixed packages
 
 
 @dataclass(frozen=True)
@@ -106,6 +153,9 @@ class Backend:
     - `applied`: the per-precision "what the files hold" tables.
     - `calibrates`: `export` also takes `calibration=` (the `--calibration` directory, None = the bundled
       photos), for formats whose int8 files hold activation ranges calibrated on images.
+    - `export_mixed(qmodel, spec, out_dir, plan, work, progress=None, calibration=None) -> (models, layers)`:
+      a mixed package whose plan gives each layer a `GROUP_MODES` entry (`plan.data["layer_modes"]`), from the
+      recipe's fake-quant model; None: the target's mixed packages hold int8 weights and float compute only.
     - `fake_quant(model, spec, plan, calibration=None, progress=None)`: for targets whose own compression
       (not the W8A8 recipe) changes the weights, the fake-quant torch model of a package; `build_package`
       and `verify` gate the package against it too (`capabilities.fake_quant_thresholds`). None: no such model.
@@ -120,6 +170,7 @@ class Backend:
     kind_ops: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     calibrates: bool = False
     fake_quant: FakeQuantFn | None = None
+    export_mixed: ExportW8A8Fn | None = None
 
     def decoder_variants(self, ks: tuple[int, ...]) -> dict[int, dict[str, str | None]]:
         """K -> {"file", "signature"} for the decoder variants, from `capabilities.decoder_packaging`."""
@@ -166,5 +217,6 @@ def run_lazily(module: str, function: str) -> Callable[..., Any]:
     return call
 
 
-__all__ = ["DECODER_PACKAGING", "LAYER_KINDS", "AppliedTables", "Backend", "Capabilities", "W8A8Support",
+__all__ = ["DECODER_PACKAGING", "GROUP_MODES", "LAYER_KINDS", "AppliedTables", "Backend", "Capabilities",
+           "MixedSupport", "W8A8Support",
            "run_lazily"]

@@ -115,7 +115,8 @@ def test_applied_precision_and_activation_only_rules():
 @pytest.mark.parametrize("args,message", [
     (["--precision", "fp32", "--max-iou-drop", "0.02"], "apply only to --precision mixed"),
     (["--precision", "mixed", "--mixed-plan", "fixed", "--max-size", "5"], "apply only to the measured"),
-    (["--precision", "mixed", "--max-iou-drop", "0.02", "--max-size", "5"], "not both"),
+    (["--precision", "mixed", "--max-iou-drop", "0.02", "--max-size", "5"], "give one mixed-plan budget, not 2"),
+    (["--precision", "mixed", "--max-latency-ratio", "0.5", "--max-size", "5"], "give one mixed-plan budget, not 2"),
 ])
 def test_cli_rejects_bad_budgets(tmp_path, args, message):
     out = tmp_path / "out"

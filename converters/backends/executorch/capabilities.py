@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from converters.backends.base import Capabilities
+from converters.backends.base import Capabilities, MixedSupport
 
 RUNTIME_VERSION = "1.5.1"  # the executorch release the packages are exported and checked with
 DELEGATE = "XNNPACK"
@@ -44,4 +44,11 @@ CAPABILITIES = Capabilities(
     refused=REFUSED,
     runtime_requirements=PHONE_NEEDS,
     split_decoder_refused=("not converted for this format yet: the split decoder (converters.fast_decoder) is exported and parity-checked for onnx and tflite; ExecuTorch packages keep the full decoder variants for every prompt"),
+    # mixed: the plan picks per group float or the XNNPACK quantizer's int8 (Linear inputs per row at run
+    # time, Conv2d static with its own observers, which the plan's accuracy models with the recipe's scales);
+    # no speed table here: at 1024 px on x86 its int8 program was no faster than fp32 (README)
+    mixed=MixedSupport(linear=("float", "dynamic_int8"), conv=("float", "static_int8"), matmul=("float",),
+                       twin_input=("float", "dynamic_int8"),
+                       speed="no speed table: the int8 ExecuTorch program measured no faster than fp32 at 1024 px "
+                             "on this x86 machine; the plan's gains are the MAC shares of its int8 layers"),
 )

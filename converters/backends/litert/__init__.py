@@ -1,6 +1,6 @@
 """LiteRT (.tflite) target: encoder, and one decoder file with a signature per variant (`k1`, `k16`)."""
 
-from converters.backends.base import Backend, Capabilities, W8A8Support, run_lazily
+from converters.backends.base import Backend, Capabilities, MixedSupport, W8A8Support, run_lazily
 from converters.backends.litert.recipes import APPLIED, KIND_OPS
 
 W8A8 = W8A8Support(
@@ -17,6 +17,18 @@ W8A8 = W8A8Support(
         "holds; the recipe's twin-uniform scale is not used); the weights are int8"),
 )
 
+# Mixed packages: per layer group, float / int8 weights / dynamic int8 inputs (FULLY_CONNECTED only: the
+# dynamic-range convolution runs outside XNNPACK, slower than fp32) / static int8 inputs with the recipe's
+# scales, in the encoder; the decoder file holds two signatures, so only int8 weights there
+# (`weights_only_reason` above); attention products stay float (`matmul_float_reason`).
+MIXED = MixedSupport(
+    linear=("float", "int8_weights", "dynamic_int8", "static_int8"),
+    conv=("float", "int8_weights", "static_int8"),
+    matmul=("float",),
+    twin_input=("float", "int8_weights", "dynamic_int8"),
+    activation_prefixes=("image_encoder.",),
+)
+
 CAPABILITIES = Capabilities(
     extension="tflite",
     decoder_packaging="signatures",
@@ -27,6 +39,7 @@ CAPABILITIES = Capabilities(
     # its int8 ops also requantize their outputs with ranges LiteRT calibrates itself (0.952 measured at 128 px)
     fake_quant_thresholds={"mask_iou_mean": 0.92},
     w8a8=W8A8,
+    mixed=MIXED,
 )
 
 BACKEND = Backend(
@@ -37,4 +50,5 @@ BACKEND = Backend(
     runtime_kind="tflite",
     applied=APPLIED,
     kind_ops=KIND_OPS,
+    export_mixed=run_lazily("converters.backends.litert.mixed", "export_mixed"),
 )

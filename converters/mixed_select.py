@@ -1,0 +1,205 @@
+"""Choosing a mixed plan: the budget, the measured plans (frontier) and the choice.
+
+The search starts from the fastest plan (every group at its fastest mode) and moves one group at a time
+one mode slower (`GroupOptions.modes`, e.g. static int8 -> dynamic int8 -> int8 weights -> float),
+taking the move that buys back the most accuracy per unit of latency: accuracy from each group's
+measured drop at each mode (quantized alone, the rest float), latency from the target's cost table.
+After every move the whole plan's mask-IoU drop is measured; each measured plan is a point.
+Then, with exactly one budget:
+- `max_iou_drop` (default 0.01): the fastest measured plan whose drop is within it;
+- `max_latency_ratio` (encoder latency / fp32): the most accurate measured plan within it;
+- `max_size_mb` (weights, int8 = 1 byte, float = 4 bytes): the most accurate measured plan within it.
+Pure Python (no torch): the measuring callables are given by `converters.mixed_plan`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+EXTRA_STEPS = 2  # moves measured past the point that meets an IoU budget (slower alternatives for the frontier)
+MAX_STEPS = 60
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Exactly one of the three budgets (`Budget.of` checks and defaults)."""
+
+    max_iou_drop: float | None = None
+    max_latency_ratio: float | None = None
+    max_size_mb: float | None = None
+
+    @classmethod
+    def of(cls, max_iou_drop: float | None = None, max_latency_ratio: float | None = None,
+           max_size_mb: float | None = None) -> Budget:
+        """The budget given; none -> max_iou_drop 0.01; more than one -> a one-line ValueError."""
+        given = [n for n, v in (("--max-iou-drop", max_iou_drop), ("--max-latency-ratio", max_latency_ratio),
+                                ("--max-size", max_size_mb)) if v is not None]
+        if len(given) > 1:
+            raise ValueError(f"give one mixed-plan budget, not {len(given)}: {', '.join(given)}")
+        if not given:
+            max_iou_drop = 0.01
+        if max_iou_drop is not None and not 0.0 <= max_iou_drop < 1.0:
+            raise ValueError(f"--max-iou-drop must be in [0, 1), got {max_iou_drop}")
+        if max_latency_ratio is not None and not 0.0 < max_latency_ratio <= 10.0:
+            raise ValueError(f"--max-latency-ratio must be in (0, 10], got {max_latency_ratio}")
+        if max_size_mb is not None and max_size_mb <= 0:
+            raise ValueError(f"--max-size must be a positive number of MB, got {max_size_mb}")
+        return cls(max_iou_drop, max_latency_ratio, max_size_mb)
+
+    @property
+    def kind(self) -> str:
+        """"iou_drop", "latency_ratio" or "size_mb"."""
+        if self.max_iou_drop is not None:
+            return "iou_drop"
+        return "latency_ratio" if self.max_latency_ratio is not None else "size_mb"
+
+    @property
+    def limit(self) -> float:
+        """The budget's value."""
+        return {"iou_drop": self.max_iou_drop, "latency_ratio": self.max_latency_ratio,
+                "size_mb": self.max_size_mb}[self.kind]
+
+    def fits(self, p: PlanPoint) -> bool:
+        """The measured plan `p` is within the budget."""
+        return getattr(p, self.kind) <= self.limit + 1e-12
+
+    def describe(self) -> str:
+        """One phrase, e.g. "mask IoU drop <= 0.01"."""
+        return {"iou_drop": f"mask IoU drop <= {self.limit:g}", "latency_ratio": f"encoder latency <= {self.limit:g} x fp32",
+                "size_mb": f"weights <= {self.limit:g} MB"}[self.kind]
+
+
+@dataclass(frozen=True)
+class PlanPoint:
+    """One measured plan: group -> mode, its measured IoU drop, predicted latency ratio and weight size."""
+
+    choice: Mapping[str, str]
+    iou_drop: float
+    latency_ratio: float
+    size_mb: float
+    latency_ms: float | None = None
+    step: int = 0
+    move: str = "fastest plan"
+
+    def to_dict(self, with_choice: bool = False) -> dict:
+        """Manifest form (the group modes only when asked: the chosen plan carries them)."""
+        d = {"step": self.step, "move": self.move, "iou_drop": round(self.iou_drop, 6),
+             "latency_ratio": round(self.latency_ratio, 4), "size_mb": round(self.size_mb, 3),
+             "latency_ms": None if self.latency_ms is None else round(self.latency_ms, 1),
+             "mode_counts": _counts(self.choice)}
+        if with_choice:
+            d["groups"] = dict(self.choice)
+        return d
+
+
+def _counts(choice: Mapping[str, str]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for m in choice.values():
+        out[m] = out.get(m, 0) + 1
+    return out
+
+
+@dataclass
+class Search:
+    """The group options and the measuring callables of one target."""
+
+    modes: Mapping[str, tuple[str, ...]]                 # group -> its modes, slowest first
+    isolated: Mapping[tuple[str, str], float]            # (group, mode) -> IoU drop quantized alone
+    evaluate: Callable[[dict[str, str]], float]          # group -> mode: measured IoU drop of the whole plan
+    cost: Callable[[dict[str, str]], tuple[float, float, float | None]]  # -> (latency ratio, size MB, ms or None)
+    points: list[PlanPoint] = field(default_factory=list)
+
+    def point(self, choice: dict[str, str], step: int, move: str) -> PlanPoint:
+        """Measure `choice` and record it."""
+        ratio, size, ms = self.cost(choice)
+        p = PlanPoint(dict(choice), float(self.evaluate(choice)), ratio, size, ms, step, move)
+        self.points.append(p)
+        return p
+
+    def next_move(self, choice: dict[str, str], budget: Budget, stalled: bool = False) -> tuple[str, str] | None:
+        """(group, slower mode) that recovers the most drop per latency lost and keeps a cost budget.
+
+        Any slower mode of a group is a candidate (a jump past a mode that measured worse alone). With
+        `stalled` (no candidate recovers anything measured alone, but the plan is still over an IoU budget),
+        the group with the largest drop alone goes to float: groups interact, the whole plan is measured next.
+        """
+        now_ratio, _, _ = self.cost(choice)
+        best, best_score = None, 0.0
+        for g, mode in choice.items():
+            modes = self.modes[g]
+            for slower in modes[: modes.index(mode)]:
+                benefit = self.isolated.get((g, mode), 0.0) - self.isolated.get((g, slower), 0.0)
+                if benefit <= 0 and not stalled:
+                    continue
+                trial = {**choice, g: slower}
+                ratio, size, _ = self.cost(trial)
+                if budget.kind == "latency_ratio" and ratio > budget.limit:
+                    continue
+                if budget.kind == "size_mb" and size > budget.limit:
+                    continue
+                if stalled:
+                    score = 1.0 + self.isolated.get((g, mode), 0.0) if slower == modes[0] else 0.0
+                else:
+                    score = benefit / (max(ratio - now_ratio, 0.0) + 1e-4)
+                if score > best_score:
+                    best, best_score = (g, slower), score
+        return best
+
+
+def search_plans(search: Search, budget: Budget, max_steps: int = MAX_STEPS) -> list[PlanPoint]:
+    """Measured plans from the fastest one, one move at a time (see the module docstring)."""
+    choice = {g: ms[-1] for g, ms in search.modes.items()}
+    p = search.point(choice, 0, "fastest plan: every group at its fastest mode")
+    extra = 0
+    for step in range(1, max_steps + 1):
+        if budget.kind == "iou_drop" and p.iou_drop <= budget.limit:
+            if extra >= EXTRA_STEPS:
+                break
+            extra += 1
+        move = search.next_move(choice, budget)
+        if move is None and budget.kind == "iou_drop" and p.iou_drop > budget.limit:
+            move = search.next_move(choice, budget, stalled=True)
+        if move is None:
+            break
+        g, mode = move
+        choice = {**choice, g: mode}
+        p = search.point(choice, step, f"{g} -> {mode}")
+    return search.points
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The chosen plan, the best rejected alternatives and the frontier of the measured plans."""
+
+    chosen: PlanPoint
+    rejected: list[PlanPoint]
+    frontier: list[PlanPoint]
+    budget: Budget
+
+
+def frontier(points: list[PlanPoint]) -> list[PlanPoint]:
+    """Measured plans no other plan beats on both latency ratio and IoU drop (by latency)."""
+    out = [p for p in points if not any((q.latency_ratio <= p.latency_ratio and q.iou_drop < p.iou_drop)
+                                        or (q.latency_ratio < p.latency_ratio and q.iou_drop <= p.iou_drop)
+                                        for q in points)]
+    return sorted(out, key=lambda p: p.latency_ratio)
+
+
+def choose(points: list[PlanPoint], budget: Budget, rejected: int = 3) -> Choice:
+    """The plan the budget picks among `points` (ValueError naming the closest plan if none fits)."""
+    if not points:
+        raise ValueError("no measured mixed plan to choose from")
+    fits = [p for p in points if budget.fits(p)]
+    if not fits:
+        near = min(points, key=lambda p: getattr(p, budget.kind))
+        raise ValueError(f"no measured mixed plan within {budget.describe()}: the closest has "
+                         f"{budget.kind.replace('_', ' ')} {getattr(near, budget.kind):.4g}")
+    if budget.kind == "iou_drop":
+        chosen = min(fits, key=lambda p: (p.latency_ratio, p.iou_drop))
+        better = sorted((p for p in points if p.latency_ratio < chosen.latency_ratio), key=lambda p: -p.latency_ratio)
+    else:
+        chosen = min(fits, key=lambda p: (p.iou_drop, p.latency_ratio))
+        better = sorted((p for p in points if p.iou_drop < chosen.iou_drop), key=lambda p: -p.iou_drop)
+    others = better[:rejected] + [p for p in fits if p is not chosen and p not in better][: max(0, rejected - len(better))]
+    return Choice(chosen, others[:rejected], frontier(points), budget)

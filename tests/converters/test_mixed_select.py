@@ -1,0 +1,128 @@
+"""Mixed plans with per-group modes: budgets, the measured search, the frontier and the choice, on a
+small seeded TinySAM measured for real (recipe scales, held-out mini-SA, the LiteRT cost table)."""
+
+from __future__ import annotations
+
+import pytest
+
+from converters.backends import get_backend
+from converters.mixed_select import Budget, PlanPoint, choose, frontier
+
+
+def test_budget_exactly_one():
+    assert Budget.of().kind == "iou_drop" and Budget.of().limit == 0.01
+    assert Budget.of(max_latency_ratio=0.5).kind == "latency_ratio"
+    assert Budget.of(max_size_mb=3).describe() == "weights <= 3 MB"
+    with pytest.raises(ValueError, match="give one mixed-plan budget, not 2: --max-iou-drop, --max-size"):
+        Budget.of(max_iou_drop=0.01, max_size_mb=3)
+    with pytest.raises(ValueError, match="--max-latency-ratio must be in"):
+        Budget.of(max_latency_ratio=-1)
+
+
+def test_backend_modes_follow_capabilities():
+    lite = get_backend("tflite").capabilities.mixed
+    assert lite.modes("linear", "image_encoder.layers.1.blocks.0.mlp.fc1", False)[-1] == "static_int8"
+    assert lite.modes("linear", "image_encoder.layers.1.blocks.0.mlp.fc2", True)[-1] == "dynamic_int8"
+    assert lite.modes("conv2d", "image_encoder.neck.0", False) == ("float", "int8_weights", "static_int8")
+    assert lite.modes("linear", "mask_decoder.transformer.layers.0.mlp.lin1", False) == ("float", "int8_weights")
+    assert lite.modes("matmul", "image_encoder.layers.1.blocks.0.attn.matmul_qk", False) == ("float",)
+    assert get_backend("onnx").capabilities.mixed.modes("linear", "image_encoder.x", False) == ("float", "int8_weights")
+    assert get_backend("coreml").capabilities.mixed.speed.startswith("not measurable here")
+    with pytest.raises(ValueError, match="unknown layer kind"):
+        lite.modes("lstm", "x", False)
+
+
+@pytest.fixture(scope="module")
+def measured(tiny_model):
+    import torch
+
+    from converters.mixed_plan import PlanMeasurer
+    from converters.w8a8 import recipe_qmodel
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    model, _ = tiny_model
+    try:
+        m = PlanMeasurer(model, images=1, qmodel=recipe_qmodel(model, None, images=1))  # 1 search image: fast
+        yield m, m.plan("tflite", Budget.of(max_iou_drop=0.01))
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _points(plan: dict) -> list[PlanPoint]:
+    return [PlanPoint(p["mode_counts"], p["iou_drop"], p["latency_ratio"], p["size_mb"], p["latency_ms"], p["step"],
+                      p["move"]) for p in plan["plans"]]
+
+
+def test_measured_plan_within_budget_and_fastest(measured):
+    m, mp = measured
+    plan = mp.plan
+    assert plan["name"] == "mixed-measured-v2" and plan["speed"]["measured"]
+    chosen = plan["measured"]
+    assert chosen["iou_drop"] <= 0.01
+    fits = [p for p in plan["plans"] if p["iou_drop"] <= 0.01]
+    assert chosen["latency_ratio"] == min(p["latency_ratio"] for p in fits)
+    # the fastest plan (step 0) is every layer at its fastest mode: the anchors' fastest package
+    first = plan["plans"][0]
+    anchors = plan["speed"]["anchors"]
+    assert first["latency_ms"] == pytest.approx(anchors["fastest_ms"], abs=0.2)
+    assert set(plan["layer_modes"].values()) <= {"float", "int8_weights", "dynamic_int8", "static_int8"}
+    # every group has a measured cost per mode, decoder groups never int8 activations on LiteRT
+    for g, costs in plan["group_costs"].items():
+        if g.startswith("mask_decoder"):
+            assert set(costs) <= {"float", "int8_weights"}
+    assert mp.plot_png[:4] == b"\x89PNG"
+    assert m.evals >= len(plan["plans"])
+
+
+def test_other_budgets_on_the_same_measured_plans(measured):
+    _, mp = measured
+    pts = _points(mp.plan)
+    ratio = sorted(p.latency_ratio for p in pts)[len(pts) // 2]
+    c = choose(pts, Budget.of(max_latency_ratio=ratio))
+    assert c.chosen.latency_ratio <= ratio
+    assert c.chosen.iou_drop == min(p.iou_drop for p in pts if p.latency_ratio <= ratio)
+    size = max(p.size_mb for p in pts)
+    assert choose(pts, Budget.of(max_size_mb=size)).chosen.iou_drop == min(p.iou_drop for p in pts)
+    with pytest.raises(ValueError, match="no measured mixed plan within encoder latency <= 0.01 x fp32"):
+        choose(pts, Budget.of(max_latency_ratio=0.01))
+    fr = frontier(pts)
+    assert fr and all(not any(q.latency_ratio < p.latency_ratio and q.iou_drop < p.iou_drop for q in pts) for p in fr)
+
+
+@pytest.mark.slow  # LiteRT conversions of the snapped encoder and decoder (60+ s on 2 cores)
+def test_tflite_mixed_package_runs_the_plan(tiny_model, measured, tmp_path):
+    import json
+
+    from ai_edge_litert.interpreter import Interpreter
+
+    from converters.api import build_package
+    from converters.mixed_plan import FRONTIER_FILE
+    from converters.options import ConvertOptions
+    from converters.package import check_hashes
+    from converters.w8a8 import SCALES_FILE
+
+    model, info = tiny_model
+    m, mp = measured
+    res = build_package(model, info, "tflite", ConvertOptions(precision="mixed", out_dir=tmp_path), plan=mp.plan,
+                        extra_files={FRONTIER_FILE: mp.plot_png}, qmodel=m.q)
+    assert res.parity["passed"], res.parity["failures"]
+    assert "fake_quant" in res.parity  # gated against the recipe's model of exactly the package's int8 layers
+    manifest = json.loads((res.path / "manifest.json").read_text())
+    pp = manifest["precision_plan"]
+    assert pp["name"] == "mixed-measured-v2" and pp["layer_counts"]["int8_weights_int8_activations"] > 0
+    assert {FRONTIER_FILE, SCALES_FILE} <= set(manifest["files"]) and check_hashes(res.path) == []
+    ops = {op["op_name"] for op in Interpreter(str(res.path / "encoder.tflite"))._get_ops_details()}  # noqa: SLF001
+    assert "QUANTIZE" in ops  # static int8 inputs in the encoder
+
+
+def test_convert_prints_plan_speed_accuracy_and_rejected(measured):
+    from converters.mixed_plan import plan_summary
+
+    _, mp = measured
+    lines = plan_summary(mp.plan, "tflite")
+    assert lines[0].startswith("tflite mixed plan (iou drop <= 0.01): encoder ") and "predicted at 1024 px" in lines[0]
+    assert "held-out mini-SA" in lines[1] and "128 px" in lines[1] and "speed: cost table" in lines[1]
+    assert len(lines) == 2 + len(mp.plan["rejected"])
+    assert all(line.startswith("  rejected: ") for line in lines[2:])
+    assert plan_summary({"name": "mixed-default-v1"}, "onnx") == []
