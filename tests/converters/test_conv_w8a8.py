@@ -134,15 +134,17 @@ def test_w8a8_runtime_session_agrees_with_fake_quant(w8a8_setup, onnx_pkg):
 def test_wrong_scales_fail_the_fake_quant_gate(w8a8_setup, tmp_path):
     model, info, q = w8a8_setup
     bad = copy.deepcopy(q)
-    for layer in quant_layers(bad).values():  # activation scales halved: the export clips what the recipe keeps
-        layer.a_scale.mul_(0.5)
+    # activation scales cut to a tenth: the export clips what the recipe keeps (halved scales no longer trip the
+    # gate: the int8 inputs left are residual branches, `FLOAT_ACTIVATION_LAYERS`, whose clipping costs little)
+    for layer in quant_layers(bad).values():
+        layer.a_scale.mul_(0.1)
     res = build_package(model, info, "onnx", ConvertOptions(precision="w8a8", out_dir=tmp_path, verify=False), qmodel=bad)
     manifest = json.loads((res.path / "manifest.json").read_text())
     good_ref = package_reference(q, manifest["precision_plan"]["layers"])
     report = check_parity(model, res.path, manifest, fake_quant=good_ref)
     assert not report["passed"] and not report["fake_quant"]["passed"]
     assert any(f.startswith("vs fake-quant: mask_iou_mean") for f in report["failures"])
-    # measured at 64: 0.75 against the recipe's scales; the same files match their own (wrong) scales
+    # against the recipe's scales; the same files match their own (wrong) scales
     assert report["fake_quant"]["metrics"]["mask_iou_mean"] < 0.85
     own = check_parity(model, res.path, manifest, fake_quant=package_reference(bad, manifest["precision_plan"]["layers"]))
     assert own["fake_quant"]["metrics"]["mask_iou_mean"] > report["fake_quant"]["metrics"]["mask_iou_mean"] + 0.1
