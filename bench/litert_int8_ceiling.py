@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/litert_int8_ceiling.py [--image-size 1024] [--threads 2]
 
-Takes the float LiteRT TinySAM encoder (as `convert` builds it) and quantizes with ai-edge-quantizer's
+Takes the float LiteRT TinySAM encoder (as `convert` builds it) and quantizes with litert-quantizer's
 own min/max calibration on random inputs:
 - `fc_conv`: every FULLY_CONNECTED, CONV_2D and DEPTHWISE_CONV_2D static int8 (including the
   post-GELU fc2 layers, whose twin-uniform range the w8a8 package quantizes per row at run time instead);
@@ -38,7 +38,7 @@ VARIANTS = {"fc_conv": (("FULLY_CONNECTED", *CONV), ()),
 
 
 def _int8(src: Path, dst: Path, ops: tuple[tuple[str, ...], tuple[str, ...]], samples: list[dict]) -> None:
-    from ai_edge_quantizer import qtyping, quantizer, recipe_manager
+    from litert_quantizer import qtyping, quantizer, recipe_manager
 
     from converters.backends.litert.int8_moves import move_int8_data
     from converters.logs import quiet

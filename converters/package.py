@@ -72,7 +72,7 @@ def tool_versions() -> dict[str, str]:
 
     out = {}
     for name in ("torch", "numpy", "onnx", "onnxruntime", "litert-torch", "ai-edge-litert",
-                 "ai-edge-quantizer", "coremltools", "executorch"):
+                 "ai-edge-quantizer", "litert-quantizer", "coremltools", "executorch"):
         try:
             out[name] = version(name)
         except PackageNotFoundError:

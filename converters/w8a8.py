@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +25,46 @@ import torch
 SCALES_FILE = "w8a8_scales.json"
 SCALES_FORMAT = "tinysam-w8a8-scales"
 CALIBRATION_IMAGES = 4  # images of the scale search (as the measured mixed plan)
+# Lowest activation-scale candidate, as a multiple of the calibration maximum: 1.0 never clips. The search's
+# Fisher metric on 4 calibration images chose clipping ranges (0.7x max on the encoder's trunk convs) that
+# cost 4-5% encoder relative error per layer on held-out images (bench/w8a8_errors.py).
+ACT_LOW = 1.0
+# Per-channel weight scales are max-based (candidates from W_LOW to W_HIGH x max|w| / 127): the search's
+# weight clipping took the decoder's 1-click agreement (int8 weights, float inputs) from 0.980 to 0.948, and
+# candidates above 1.0 (coarser, chosen by the same metric) to 0.964.
+W_LOW = W_HIGH = 1.0
+
+
+@dataclass(frozen=True)
+class FloatActivations:
+    """Layers whose inputs stay float in every W8A8 package (int8 weights, float compute), and why."""
+
+    pattern: str  # regex on the recipe's module path (`re.match`)
+    reason: str
+
+
+# Measured at the trained size on held-out mini-SA (bench/w8a8_errors.py, results in
+# bench/results/w8a8_errors.json). The mixed plan may read this list as the layers whose int8 input costs most.
+FLOAT_ACTIVATION_LAYERS = (
+    FloatActivations(
+        r"image_encoder\.(patch_embed|layers\.\d+\.downsample|layers\.\d+\.blocks\.\d+\.local_conv|neck)\.",
+        "encoder trunk: no residual path around it (patch embedding, downsampling, the window blocks' "
+        "depthwise conv, the neck), so the rounding error of a static int8 input reaches the embedding whole; "
+        "these 23 layers carry nearly all of the encoder's W8A8 error (bench/w8a8_errors.py)"),
+    FloatActivations(
+        r"mask_decoder\.",
+        "prompt decoder: static int8 inputs flip its masks (1-click agreement with the float model 0.87 with "
+        "every input int8, 0.88 with only the image-to-token attention's, 0.97 with every other group's; "
+        "0.98 with int8 weights and float inputs, as LiteRT's decoder always had; bench/w8a8_errors.py)"),
+)
+
+
+def float_activation_reason(name: str) -> str | None:
+    """Why `name`'s input stays float in W8A8 packages (`FLOAT_ACTIVATION_LAYERS`), or None."""
+    for rule in FLOAT_ACTIVATION_LAYERS:
+        if re.match(rule.pattern, name):
+            return rule.reason
+    return None
 
 # Layer categories of the manifest (`precision_plan.layers`).
 W8A8 = "int8_weights_int8_activations"
@@ -44,12 +86,13 @@ REASONS = {
 
 
 def recipe_qmodel(model: torch.nn.Module, calibration: str | Path | None = None, images: int = CALIBRATION_IMAGES,
-                  progress: Callable[[str], None] | None = None) -> torch.nn.Module:
+                  progress: Callable[[str], None] | None = None, cfg=None) -> torch.nn.Module:  # noqa: ANN001
     """The W8A8 fake-quant model with the recipe's searched scales (quantization on).
 
     Images come from `calibration` (a directory) or the bundled photos; each gets the recipe's fixed
     prompts (a 3x3 click grid and 4 boxes). How it was calibrated is kept in `q.recipe_calibration`
-    (for the manifest). `model` is not modified.
+    (for the manifest). `model` is not modified. `cfg`: a `tinysam.quant.search.SearchConfig` instead of
+    the recipe's (32 candidates, 1 round, activation and weight scales from `ACT_LOW` / `W_LOW` x their maximum up).
     """
     from converters.mixed_plan import SEARCH_CANDIDATES, SEARCH_ROUNDS
     from tinysam.quant.calibrate import load_calibration_images, make_samples
@@ -61,14 +104,17 @@ def recipe_qmodel(model: torch.nn.Module, calibration: str | Path | None = None,
     if not imgs:
         raise ValueError("w8a8 needs at least one calibration image")
     cal = make_samples(model, imgs)
-    cfg = SearchConfig(n_candidates=SEARCH_CANDIDATES, rounds=SEARCH_ROUNDS)
+    cfg = cfg or SearchConfig(n_candidates=SEARCH_CANDIDATES, rounds=SEARCH_ROUNDS, act_low=ACT_LOW, w_low=W_LOW,
+                              w_high=W_HIGH)
     say(f"w8a8: Q-TinySAM scale search ({cfg.method}, {cfg.n_candidates} candidates) on {len(cal)} images")
     q = quantize_model(model, "w8a8")
     calibrate_model(q, cal, cfg, progress=False)
     q.recipe_calibration = {"source": "bundled" if calibration is None else "directory", "images": len(cal),
                             "prompts_per_image": int(cal[0].coords.shape[0]),
                             "search": {"method": cfg.method, "n_candidates": cfg.n_candidates,
-                                       "rounds": cfg.rounds, "range": [cfg.low, cfg.high]}}
+                                       "rounds": cfg.rounds, "range": [cfg.low, cfg.high],
+                                       "activation_range": [cfg.act_low_ratio, cfg.high],
+                                       "weight_range": [cfg.w_low_ratio, cfg.w_high_ratio]}}
     return q
 
 
@@ -148,10 +194,14 @@ def layer_split(q: torch.nn.Module, target: str) -> dict:
             out[FLOAT].setdefault(REASONS["uncalibrated"], []).append(name)
         elif layer.kind == "matmul" and not can.int8_matmul:
             out[FLOAT].setdefault(can.matmul_float_reason, []).append(name)
+        elif layer.kind == "matmul" and float_activation_reason(name) is not None:
+            out[FLOAT].setdefault(float_activation_reason(name), []).append(name)  # `FLOAT_ACTIVATION_LAYERS`
         elif layer.kind == "matmul":
             out[MATMUL_BOTH if uniform else MATMUL_B].append(name)
         elif not any(name.startswith(p) for p in can.static_activation_prefixes):
             out[W8_AFLOAT].append(name)  # int8 weights only (`can.weights_only_reason`)
+        elif float_activation_reason(name) is not None:
+            out[W8_AFLOAT].append(name)  # int8 weights, float input (`FLOAT_ACTIVATION_LAYERS`)
         elif not uniform and can.twin_uniform == "dynamic_int8":  # twin-uniform inputs: post-GELU fc2, a Linear
             out[W8_ADYNAMIC].append(name)
         else:
@@ -187,7 +237,12 @@ def w8a8_plan(q: torch.nn.Module, layers: dict, target: str) -> dict:
     plan = precision_plan("w8a8")
     kinds = {n: m.a_kind for n, m in quant_layers(q).items()}
     twin = [n for n in layers.get(W8_AFLOAT, []) if kinds.get(n) != "uniform"]
-    other = [n for n in layers.get(W8_AFLOAT, []) if kinds.get(n) == "uniform"]  # weights-only parts (LiteRT's decoder)
+    chosen: dict[str, list[str]] = {}  # `FLOAT_ACTIVATION_LAYERS` by reason
+    for n in layers.get(W8_AFLOAT, []):
+        if kinds.get(n) == "uniform" and float_activation_reason(n):
+            chosen.setdefault(float_activation_reason(n), []).append(n)
+    picked = {n for names in chosen.values() for n in names}
+    other = [n for n in layers.get(W8_AFLOAT, []) if kinds.get(n) == "uniform" and n not in picked]  # LiteRT's decoder
     counts = {c: len(layers.get(c, [])) for c in INT8_CATEGORIES}
     counts[FLOAT] = sum(len(v) for v in layers.get(FLOAT, {}).values())
     plan.update(
@@ -198,6 +253,7 @@ def w8a8_plan(q: torch.nn.Module, layers: dict, target: str) -> dict:
         keep_float=[{"layers": len(names), "scope": "activations", "operand": operand, "reason": reason}
                     for names, operand, reason in (
                         (twin, "input (post-GELU)", REASONS["twin_act"] + "; the weights are int8"),
+                        *((names, "input", reason + "; the weights are int8") for reason, names in chosen.items()),
                         (layers.get(MATMUL_B, []), "A (post-softmax)", REASONS["twin_act"] + "; operand B is int8"),
                         (other, "input", can.weights_only_reason))
                     if names]

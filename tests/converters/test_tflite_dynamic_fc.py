@@ -12,7 +12,7 @@ def _dynamic_fc(linear: nn.Linear, x: torch.Tensor, path) -> np.ndarray:  # noqa
     """`linear` converted to LiteRT with int8 weights and a dynamic-range FC; its output on `x`."""
     import litert_torch
     from ai_edge_litert.interpreter import Interpreter
-    from ai_edge_quantizer import qtyping, quantizer, recipe_manager
+    from litert_quantizer import qtyping, quantizer, recipe_manager
 
     from converters.logs import quiet
 

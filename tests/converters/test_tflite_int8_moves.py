@@ -30,7 +30,7 @@ def _quantized(tmp_path, ops: tuple[str, ...], samples: list[np.ndarray], symmet
     """The module converted, `ops` static int8 with ranges from `samples` (zero point 0 if
     `symmetric`, as the w8a8 recipe's scales are); (path, input)."""
     import litert_torch
-    from ai_edge_quantizer import qtyping, quantizer, recipe_manager
+    from litert_quantizer import qtyping, quantizer, recipe_manager
 
     from converters.logs import quiet
 

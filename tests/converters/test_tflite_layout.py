@@ -65,9 +65,9 @@ def test_noop_runs_collapse_and_values_are_identical(converted, tmp_path):
     assert collapse_layout_chains(out) == {"transposes_removed": 0, "ops_removed": 0}  # nothing left to do
 
 
-def test_collapsed_file_calibrates_with_ai_edge_quantizer(converted, tmp_path):
+def test_collapsed_file_calibrates_with_litert_quantizer(converted, tmp_path):
     """No orphan tensors are left behind: the quantizer's calibrator reads every tensor."""
-    from ai_edge_quantizer import qtyping, quantizer, recipe_manager
+    from litert_quantizer import qtyping, quantizer, recipe_manager
 
     out = tmp_path / "collapsed.tflite"
     out.write_bytes(converted.read_bytes())

@@ -12,7 +12,10 @@ calibration records (`observers.capture`), inputs being the float model's activa
 Search. Candidates are `n` multipliers in [0.01, 1.2] of the max-based scale of each operand
 (per-channel for weights: the diagonal metric separates by output channel, so each channel takes
 its own best multiplier; per-tensor for activations). The two operands are searched alternately
-(weights then activations, or A then B for a matmul) for `rounds` rounds.
+(weights then activations, or A then B for a matmul) for `rounds` rounds. `act_low` raises the lowest
+activation multiplier (1.0: the scale never clips the calibration maximum; post-softmax fine ranges,
+whose large values fall into the coarse range instead of being clipped, keep `low`); `w_low` / `w_high`
+bound the weight multipliers.
 """
 
 from __future__ import annotations
@@ -41,6 +44,9 @@ class SearchConfig:
     max_elements: int = 1 << 18
     damping: float = 0.1  # diag(H) + damping * mean(diag(H)): keeps zero-gradient outputs accurate
     method: str = "hessian"  # "hessian" (grid search) or "max" (max-based scales, no search)
+    act_low: float | None = None  # lowest activation candidate (None: `low`); 1.0 never clips calibration maxima
+    w_low: float | None = None  # lowest weight candidate (None: `low`); 1.0 never clips a weight
+    w_high: float | None = None  # highest weight candidate (None: `high`); w_low = w_high = 1.0: max-based weights
 
     def validate(self) -> SearchConfig:
         """Raise ValueError on impossible settings; return self."""
@@ -49,7 +55,24 @@ class SearchConfig:
         if self.n_candidates < 1 or self.rounds < 1:
             raise ValueError("n_candidates and rounds must be >= 1")
         candidate_ratios(self.n_candidates, self.low, self.high)
+        candidate_ratios(self.n_candidates, self.act_low_ratio, self.high)
+        candidate_ratios(self.n_candidates, self.w_low_ratio, self.w_high_ratio)
         return self
+
+    @property
+    def w_low_ratio(self) -> float:
+        """Lowest multiplier of the max-based per-channel weight scale that the search tries."""
+        return self.low if self.w_low is None else self.w_low
+
+    @property
+    def w_high_ratio(self) -> float:
+        """Highest multiplier of the max-based per-channel weight scale that the search tries."""
+        return self.high if self.w_high is None else self.w_high
+
+    @property
+    def act_low_ratio(self) -> float:
+        """Lowest multiplier of the max-based activation scale that the search tries."""
+        return self.low if self.act_low is None else self.act_low
 
 
 def _act_base(layer: QuantBase, xs: list[torch.Tensor]) -> torch.Tensor:
@@ -119,6 +142,9 @@ def search_layer(layer: QuantBase, data: LayerData, cfg: SearchConfig) -> dict:
     """Set `layer`'s scales from its records; return {"metric_max": ..., "metric": ...}."""
     prob = _Problem(layer, data, cfg.damping)
     ratios = candidate_ratios(cfg.n_candidates, cfg.low, cfg.high)
+    b_ratios = candidate_ratios(cfg.n_candidates, cfg.act_low_ratio, cfg.high)  # activations: no clipping below
+    a_ratios = ratios if layer.a_kind == "twin_softmax" else b_ratios  # post-softmax: the coarse range never clips
+    w_ratios = candidate_ratios(cfg.n_candidates, cfg.w_low_ratio, cfg.w_high_ratio)
     a0 = _act_base(layer, prob.xs)
     if isinstance(layer, QuantMatMul):
         b0 = torch.stack([max_scale(b, layer.a_bits) for b in prob.bs]).amax()
@@ -128,8 +154,8 @@ def search_layer(layer: QuantBase, data: LayerData, cfg: SearchConfig) -> dict:
         metric_max = float(err(sa, sb))
         if cfg.method == "hessian":
             for _ in range(cfg.rounds):
-                sa = a0 * ratios[int(best_index(torch.stack([err(a0 * r, sb) for r in ratios]), ratios))]
-                sb = b0 * ratios[int(best_index(torch.stack([err(sa, b0 * r) for r in ratios]), ratios))]
+                sa = a0 * a_ratios[int(best_index(torch.stack([err(a0 * r, sb) for r in a_ratios]), a_ratios))]
+                sb = b0 * b_ratios[int(best_index(torch.stack([err(sa, b0 * r) for r in b_ratios]), b_ratios))]
         layer.a_scale.copy_(sa)
         layer.b_scale.copy_(sb)
         return {"metric_max": metric_max, "metric": float(err(sa, sb))}
@@ -144,11 +170,11 @@ def search_layer(layer: QuantBase, data: LayerData, cfg: SearchConfig) -> dict:
     if cfg.method == "hessian":
         for _ in range(cfg.rounds):
             xq = _quant_inputs(layer, prob.xs, sa)
-            per_c = torch.stack([prob.error(xq, wq(w0 * r), True) for r in ratios])  # [n, C]
-            sw = w0 * ratios[best_index(per_c, ratios)]
+            per_c = torch.stack([prob.error(xq, wq(w0 * r), True) for r in w_ratios])  # [n, C]
+            sw = w0 * w_ratios[best_index(per_c, w_ratios)]
             w_fixed = wq(sw)
-            tot = torch.stack([prob.error(_quant_inputs(layer, prob.xs, a0 * r), w_fixed, False) for r in ratios])
-            sa = a0 * ratios[int(best_index(tot, ratios))]
+            tot = torch.stack([prob.error(_quant_inputs(layer, prob.xs, a0 * r), w_fixed, False) for r in a_ratios])
+            sa = a0 * a_ratios[int(best_index(tot, a_ratios))]
     layer.a_scale.copy_(sa)
     layer.w_scale.copy_(sw)
     return {"metric_max": metric_max, "metric": float(prob.error(_quant_inputs(layer, prob.xs, sa), wq(sw), False))}

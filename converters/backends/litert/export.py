@@ -1,4 +1,4 @@
-"""LiteRT (.tflite) export: float conversion with litert-torch, precision with ai-edge-quantizer.
+"""LiteRT (.tflite) export: float conversion with litert-torch, precision with litert-quantizer.
 
 LiteRT has no dynamic shapes, so the decoder is one file with one signature per K (`k1`, `k16`).
 Signature tensors are named `args_N` / `output_N` by the converter; the manifest maps them.
@@ -92,10 +92,10 @@ def tflite_module_regex(pattern: str, lists: set[str] | None = None) -> str:
 
 
 def _recipe(precision: str, plan: PrecisionPlan, lists: set[str] | None = None, src: Path | None = None):
-    """An ai-edge-quantizer recipe for `precision` under `plan` (None for fp32); `lists`: see
+    """An litert-quantizer recipe for `precision` under `plan` (None for fp32); `lists`: see
     tflite_module_regex; `src`: the float file, whose tensor names a module rule is matched against."""
-    from ai_edge_quantizer import qtyping, recipe_manager
-    from ai_edge_quantizer.algorithm_manager import AlgorithmName
+    from litert_quantizer import qtyping, recipe_manager
+    from litert_quantizer.algorithm_manager import AlgorithmName
 
     op = qtyping.TFLOperationName
     rm = recipe_manager.RecipeManager()
@@ -138,7 +138,7 @@ def _apply_precision(src: Path, dst: Path, precision: str, plan: PrecisionPlan, 
     if recipe is None:
         shutil.copyfile(src, dst)
         return
-    from ai_edge_quantizer import quantizer
+    from litert_quantizer import quantizer
 
     with quiet():
         q = quantizer.Quantizer(str(src))

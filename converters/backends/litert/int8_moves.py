@@ -1,7 +1,7 @@
 """Data movement on int8: in a static int8 LiteRT graph, QUANTIZE moves up and DEQUANTIZE moves down
 past the TRANSPOSE / RESHAPE / SLICE / STRIDED_SLICE / PAD ops next to them.
 
-ai-edge-quantizer puts a QUANTIZE right before each int8 layer and a DEQUANTIZE right after it, so the
+litert-quantizer puts a QUANTIZE right before each int8 layer and a DEQUANTIZE right after it, so the
 window partitions, head splits and paddings around TinyViT's layers move float32 data: four bytes an
 element where one would do. Quantizing is elementwise and these ops only move elements, so either
 order gives the same bytes; a zero pad stays exact when the zero point is 0 (the only case taken).

@@ -77,7 +77,7 @@ def _chains(fm, sg) -> list[list[int]]:  # noqa: ANN001
 def _drop_unused_tensors(fm, si: int) -> None:  # noqa: ANN001
     """Remove the tensors of subgraph `si` that nothing reads or writes any more; renumber the rest.
 
-    Tools that walk every tensor (ai-edge-quantizer's calibrator) fail on orphans without data."""
+    Tools that walk every tensor (litert-quantizer's calibrator) fail on orphans without data."""
     sg = fm.subgraphs[si]
     used = {int(t) for op in sg.operators for t in list(op.inputs) + list(op.outputs) if int(t) >= 0}
     used |= {int(t) for t in list(sg.inputs) + list(sg.outputs)}

@@ -3,7 +3,7 @@
 The converter names a tensor after the module whose code produced the op's fused result. For most
 FULLY_CONNECTED/CONV ops that is the layer itself (`.../Linear_qkv;2`), but where the layer's output
 is reshaped by its parent in the same expression (TinyViT's `self.proj(...)` followed by the window
-reversal) the output carries the parent's name (`.../TinyViTBlock_0;4`). ai-edge-quantizer selects
+reversal) the output carries the parent's name (`.../TinyViTBlock_0;4`). litert-quantizer selects
 ops by their output tensor name, so plan rules and the W8A8 recipe silently missed those layers
 (every attention `proj` stayed float).
 

@@ -13,7 +13,7 @@ WEIGHT_OPS = ("FULLY_CONNECTED", *CONV_OPS)
 
 APPLIED = AppliedTables(
     int8={
-        "weights": "int8 per-channel (ai-edge-quantizer): FULLY_CONNECTED dynamic-range, convolutions "
+        "weights": "int8 per-channel (litert-quantizer): FULLY_CONNECTED dynamic-range, convolutions "
                    "weight-only (DEQUANTIZE of the weights)",
         "activations": "FULLY_CONNECTED inputs quantized per row at run time (XNNPACK's dynamically quantized "
                        "kernels); convolutions float32 (their dynamic-range form runs outside XNNPACK, slower than "
@@ -21,12 +21,12 @@ APPLIED = AppliedTables(
                        "LiteRT 2.3; everything else float32",
     },
     mixed={
-        "weights": "int8 per-channel, max-based symmetric (ai-edge-quantizer weight-only: DEQUANTIZE of each "
+        "weights": "int8 per-channel, max-based symmetric (litert-quantizer weight-only: DEQUANTIZE of each "
                    "weight); kept layers float16 weights where the rule says fp16 (measured plans), else float32",
         "activations": "float32 (no run-time quantization)",
     },
     w8a8={
-        "weights": "FULLY_CONNECTED/CONV_2D int8 per-channel, encoder and decoder: ai-edge-quantizer takes no "
+        "weights": "FULLY_CONNECTED/CONV_2D int8 per-channel, encoder and decoder: litert-quantizer takes no "
                    "given weight scales, so the weights are first snapped to the recipe's grid (codes clipped "
                    "to +-127), from which its max-based scale is the recipe's scale (exact for channels whose "
                    "searched scale clips, within half a step otherwise)",

@@ -1,6 +1,6 @@
 """LiteRT W8A8 with the Q-TinySAM recipe's activation scales (static int8 FULLY_CONNECTED / CONV_2D).
 
-What LiteRT (ai-edge-quantizer 0.10.0, ai-edge-litert 2.3.0) can take, and what it cannot:
+What LiteRT (litert-quantizer 0.11.0, ai-edge-litert 2.3.0) can take, and what it cannot:
 - activation scales: yes. `Quantizer.quantize(calibration_result)` takes per-tensor min/max
   statistics; int8 activations are asymmetric there, and min = -128 s, max = 127 s gives exactly
   scale s with zero point 0, i.e. our symmetric quantizer. Each recipe layer's input tensor gets it.
@@ -66,9 +66,9 @@ def layer_ops(tflite_path: Path, qmodel: torch.nn.Module, prefix: str) -> dict[s
     return out
 
 
-def weight_only_config():  # noqa: ANN202 - an ai-edge-quantizer OpQuantizationConfig
+def weight_only_config():  # noqa: ANN202 - an litert-quantizer OpQuantizationConfig
     """int8 per-channel symmetric weights, float compute (an explicit DEQUANTIZE of the weights)."""
-    from ai_edge_quantizer import qtyping
+    from litert_quantizer import qtyping
 
     return qtyping.OpQuantizationConfig(
         weight_tensor_config=qtyping.TensorQuantizationConfig(
@@ -80,7 +80,7 @@ def output_ranges(tflite_path: Path, tensors: list[str], samples: list[dict[str,
     """min/max of the named intermediate tensors over `samples` ({tensor: {"min", "max"}}).
 
     The tensors are made outputs of a copy of the graph, so a plain interpreter keeps just them.
-    ai-edge-quantizer's own calibrator keeps every intermediate instead (and copies it), which
+    litert-quantizer's own calibrator keeps every intermediate instead (and copies it), which
     took a 1024 px TinySAM encoder conversion to 15 GB.
     """
     import tempfile
@@ -113,23 +113,29 @@ def output_ranges(tflite_path: Path, tensors: list[str], samples: list[dict[str,
 
 
 def quantize_tflite_w8a8(float_path: Path, out_path: Path, qmodel: torch.nn.Module,
-                         samples: list[dict[str, np.ndarray]], prefix: str = "image_encoder") -> dict:
+                         samples: list[dict[str, np.ndarray]], prefix: str = "image_encoder",
+                         weight_only: list[str] | None = None) -> dict:
     """Write `out_path`: `float_path` with static int8 FC/CONV for our layers, activation scales ours.
 
     Layers whose input is twin-uniform (post-GELU fc2; only Linear layers have such inputs, see
     `tinysam.quant.qmodel`) get a dynamic-range FULLY_CONNECTED (int8 weights, input rows quantized
     at run time). `samples` calibrate the ranges LiteRT needs beyond our scales (the int8 outputs).
-    Returns {"layers": n, "int8_layers": [...], "dynamic_layers": [...], "float_layers": [...]}.
+    Layers named in `weight_only` get int8 weights and float compute (`weight_only_config`).
+    Returns {"layers": n, "int8_layers": [...], "dynamic_layers": [...], "weight_only_layers": [...],
+    "float_layers": [...]}.
     """
-    from ai_edge_quantizer import qtyping, quantizer, recipe_manager
+    from litert_quantizer import qtyping, quantizer, recipe_manager
+    from litert_quantizer.algorithm_manager import AlgorithmName
 
     from tinysam.quant.qmodel import group_regex, quant_layers
 
     layers = quant_layers(qmodel)
     matched = layer_ops(float_path, qmodel, prefix)
-    ops = {n: io for n, io in matched.items() if layers[n].a_kind == "uniform"}
+    keep = set(weight_only or ())
+    w_only = [n for n in matched if n in keep]
+    ops = {n: io for n, io in matched.items() if layers[n].a_kind == "uniform" and n not in keep}
     inputs = {n: io[0] for n, io in ops.items()}
-    dynamic = [n for n in matched if n not in ops]
+    dynamic = [n for n in matched if n not in ops and n not in keep]
     if not inputs:
         raise ValueError(f"no LiteRT op of {float_path.name} matches a calibrated layer under {prefix!r}")
     lists = module_lists(qmodel)
@@ -139,6 +145,10 @@ def quantize_tflite_w8a8(float_path: Path, out_path: Path, qmodel: torch.nn.Modu
     for n in inputs:
         for name in QUANT_OPS:
             rm.add_static_config(tflite_module_regex(group_regex(n), lists), qtyping.TFLOperationName(name), 8, 8)
+    for n in w_only:
+        for name in QUANT_OPS:
+            rm.add_quantization_config(tflite_module_regex(group_regex(n), lists), qtyping.TFLOperationName(name),
+                                       weight_only_config(), AlgorithmName.MIN_MAX_UNIFORM_QUANT)
     with quiet():
         q = quantizer.Quantizer(str(float_path))
         q.load_quantization_recipe(rm.get_quantization_recipe())
@@ -149,14 +159,15 @@ def quantize_tflite_w8a8(float_path: Path, out_path: Path, qmodel: torch.nn.Modu
         q.quantize(stats, enable_progress_report=False).export_model(str(out_path), overwrite=True)
     skipped = [n for n, m in layers.items() if n.startswith(prefix) and m.calibrated and m.kind != "matmul"
                and n not in matched]
-    return {"layers": len(inputs), "int8_layers": list(inputs), "dynamic_layers": dynamic, "float_layers": skipped}
+    return {"layers": len(inputs), "int8_layers": list(inputs), "dynamic_layers": dynamic,
+            "weight_only_layers": w_only, "float_layers": skipped}
 
 
 @torch.no_grad()
 def snapped_copy(qmodel: torch.nn.Module, names: list[str]) -> torch.nn.Module:
     """Copy of `qmodel` (quantization off) whose layers `names` hold weights on the recipe's int8 grid.
 
-    ai-edge-quantizer takes no given weight scales: it uses max|w| / 127 per channel. On snapped
+    litert-quantizer takes no given weight scales: it uses max|w| / 127 per channel. On snapped
     weights (codes clipped to +-127) that max is 127 x the recipe's scale wherever the searched
     scale clips the channel, so LiteRT's scale and codes are the recipe's; where the searched scale
     exceeds the max-based one, LiteRT's step is finer and its codes reproduce the recipe's values
@@ -184,8 +195,8 @@ def weight_only_int8(float_path: Path, out_path: Path, qmodel: torch.nn.Module, 
     """
     from ai_edge_litert import schema_py_generated as schema
     from ai_edge_litert.tools import flatbuffer_utils as fb
-    from ai_edge_quantizer import qtyping, quantizer, recipe_manager
-    from ai_edge_quantizer.algorithm_manager import AlgorithmName
+    from litert_quantizer import qtyping, quantizer, recipe_manager
+    from litert_quantizer.algorithm_manager import AlgorithmName
 
     from tinysam.quant.qmodel import group_regex
 
