@@ -12,7 +12,7 @@ import cli
 from cli_commands.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[2]
-COMMANDS = {"bench", "convert", "demo", "distill", "eval", "info", "minisa", "quantize", "segment", "verify"}
+COMMANDS = {"bench", "calibrate-iou-head", "convert", "demo", "distill", "eval", "info", "minisa", "quantize", "segment", "verify"}
 
 
 def test_every_command_is_registered_under_its_name() -> None:

@@ -39,7 +39,8 @@ def test_decoder_graphs_share_one_weights_file(tinysam128_onnx_package, tmp_path
     path = tinysam128_onnx_package.path
     manifest = json.loads((path / "manifest.json").read_text())
     shared = manifest["models"]["decoder"]["weights"]
-    assert shared["file"] == "decoder.weights" and shared["shared_by"] == list(DECODERS)
+    split = ["decoder_prep.onnx", "decoder_fast_k1.onnx", "decoder_fast_k16.onnx", "decoder_fast_k64.onnx"]
+    assert shared["file"] == "decoder.weights" and shared["shared_by"] == list(DECODERS) + split
     assert "decoder.weights" in (path / "README.md").read_text()
     offsets = []
     for name in DECODERS:
@@ -65,8 +66,9 @@ def test_parity_report_names_real_photos_and_prompt_count(tinysam128_onnx_packag
         h, w = im["original_size"]
         assert max(im["input_size"]) == 128 and im["input_size"] == [int(h * 128 / max(h, w) + 0.5),
                                                                       int(w * 128 / max(h, w) + 0.5)]
-    assert inputs["prompts_per_image"] == 17 and inputs["prompts_total"] == 34
-    assert tinysam128_onnx_package.parity["metrics"]["masks_compared"] == 34 * 4
+    # 17 prompts for the full decoders, 1 + 16 + 64 for the split decoder's batch variants
+    assert inputs["prompts_per_image"] == 17 + 81 and inputs["prompts_total"] == 2 * 98
+    assert tinysam128_onnx_package.parity["metrics"]["masks_compared"] == 2 * 98 * 4
 
 
 def test_parity_on_calibration_dir_and_missing_data_is_an_error(tinysam128_onnx_package, tiny_model, tmp_path):

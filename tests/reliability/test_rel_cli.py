@@ -47,6 +47,8 @@ def _failure_args(tmp: Path) -> dict[str, list[str]]:
         "bench": ["--suites", "no_such_suite", "--out", str(tmp / "bench")],
         "minisa": ["--out", "/dev/null/minisa", "--images", "1", "--size", "32"],  # not a directory
         "quantize": ["--model", "no_such_model", "--out", str(tmp / "q")],
+        "calibrate-iou-head": ["--checkpoint", str(tmp / "missing.safetensors"), "--data", str(tmp / "no_data"),
+                               "--out", str(tmp / "c.safetensors")],
     }
 
 
