@@ -48,8 +48,8 @@ def quantize_encoder(float_path: Path, out_path: Path, qmodel: torch.nn.Module, 
                      static: list[str], dynamic: list[str], weights_only: list[str]) -> set[str]:
     """Write `out_path`: the float encoder with each named layer's op quantized as its list says; the
     static layers take the recipe's input scales. Returns the layer names whose op was found."""
-    from ai_edge_quantizer import qtyping, quantizer, recipe_manager
-    from ai_edge_quantizer.algorithm_manager import AlgorithmName
+    from litert_quantizer import qtyping, quantizer, recipe_manager
+    from litert_quantizer.algorithm_manager import AlgorithmName
 
     from tinysam.quant.qmodel import group_regex, quant_layers
 
