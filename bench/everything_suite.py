@@ -116,7 +116,8 @@ def run(targets: tuple[str, ...] = ("onnx", "tflite"), n_minisa: int = 4, n_phot
                 backends: list[tuple[str, object]] = [("reference", None)] if index < reference_images else []
                 backends += [(t, s) for t, s in sessions.items()]
                 for backend, session in backends:
-                    variants = [(None, None)] if session is None else [(True, "split"), (False, "full")]
+                    variants = ([(None, None)] if session is None else [(True, "split"), (False, "full")]
+                                if session is None or session.has_split_decoder else [(False, "full")])
                     dense_masks = None
                     for mode in ("dense", "hierarchical"):
                         for split, dec in variants:
