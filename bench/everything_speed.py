@@ -40,17 +40,11 @@ STUDENT_HIGH = 8.5  # TinySAM's default coverage threshold
 
 def best_match_miou(masks: list[np.ndarray], targets: list[np.ndarray]) -> float:
     """Mean over `masks` of the best IoU with any of `targets` (0 when either list is empty)."""
+    from evaluation.metrics import best_ious
+
     if not masks or not targets:
         return 0.0
-    t = np.stack(targets).reshape(len(targets), -1)
-    t_area = t.sum(1)
-    out = []
-    for m in masks:
-        f = m.reshape(-1)
-        inter = (t & f).sum(1)
-        union = t_area + f.sum() - inter
-        out.append(float(np.max(inter / np.maximum(union, 1))))
-    return float(np.mean(out))
+    return float(np.mean(best_ious(masks, targets)))
 
 
 def timed(fn, repeats: int) -> tuple[list, float, list[float]]:

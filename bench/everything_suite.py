@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from evaluation.metrics import best_ious
+
 SAM_DEFAULTS = {"pred_iou_thresh": 0.88, "stability_score_thresh": 0.95}
 MATCH_IOU = 0.5
 
@@ -30,14 +32,7 @@ def agreement(masks: list[np.ndarray], dense: list[np.ndarray]) -> dict:
         return {"dense_masks": 0, "recall": None, "matched_miou": None}
     if not masks:
         return {"dense_masks": len(dense), "recall": 0.0, "matched_miou": None}
-    m = np.stack(masks).reshape(len(masks), -1)
-    area = m.sum(1)
-    best = []
-    for d in dense:
-        f = d.reshape(-1)
-        inter = (m & f).sum(1)
-        best.append(float(np.max(inter / np.maximum(area + f.sum() - inter, 1))))
-    best = np.asarray(best)
+    best = best_ious(dense, masks)
     hit = best >= MATCH_IOU
     return {"dense_masks": len(dense), "recall": float(hit.mean()),
             "matched_miou": float(best[hit].mean()) if hit.any() else None}

@@ -43,6 +43,18 @@ def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.logical_and(a, b).sum() / union)
 
 
+def best_ious(masks: list[np.ndarray], targets: list[np.ndarray]) -> np.ndarray:
+    """For each of `masks` (non-empty list), its best IoU with any of `targets` (non-empty list)."""
+    t = np.stack(targets).reshape(len(targets), -1)
+    t_area = t.sum(1)
+    out = []
+    for m in masks:
+        f = m.reshape(-1)
+        inter = (t & f).sum(1)
+        out.append(float(np.max(inter / np.maximum(t_area + f.sum() - inter, 1))))
+    return np.asarray(out)
+
+
 def boundary_distance(region: np.ndarray) -> np.ndarray:
     """Euclidean distance of every region pixel to the nearest pixel outside it.
 
