@@ -1,7 +1,8 @@
 """Ground truth is untrusted input: image file names must stay inside `--images`, and every RLE
 segmentation must describe exactly its image (size = the image's height x width, within the pixel limit;
-uncompressed counts non-negative integers summing to height x width; compressed counts decodable), so
-that pycocotools never reads past its buffers or allocates an unbounded mask."""
+uncompressed counts non-negative integers summing to height x width; compressed counts decoded
+here, strictly, with the same rules), so that pycocotools never reads or writes past its buffers
+(its own decoder trusts every count) or allocates an unbounded mask."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from calibration_data.loaders import MAX_PIXELS
+from mobile_runtime.rle import counts_to_string, string_to_counts
 
 
 def image_path(images_dir: str | Path, file_name: Any) -> Path:
@@ -26,23 +28,26 @@ def image_path(images_dir: str | Path, file_name: Any) -> Path:
 
 
 def _check_rle(seg: dict, h: int, w: int, where: str) -> None:
-    from pycocotools import mask as mask_utils
-
+    """Validate one RLE segmentation in place; a compressed one is decoded here (strictly) and written
+    back in canonical form, so pycocotools only ever decodes counts that were checked."""
     size, counts = seg.get("size"), seg.get("counts")
     if not (isinstance(size, list) and len(size) == 2 and [type(v) for v in size] == [int, int]):
         raise ValueError(f"{where}: RLE size must be [height, width], got {size!r}")
     if size != [h, w]:
         raise ValueError(f"{where}: RLE size {size} does not match the image's {h}x{w}")
-    if isinstance(counts, list):
+    if isinstance(counts, str):
+        try:
+            decoded = string_to_counts(counts)
+        except ValueError as exc:
+            raise ValueError(f"{where}: RLE counts are not a valid compressed RLE ({exc})") from None
+        if any(c < 0 for c in decoded) or sum(decoded) != h * w:
+            raise ValueError(f"{where}: RLE counts are not a valid compressed RLE of a {h}x{w} mask")
+        seg["counts"] = counts_to_string(decoded)
+    elif isinstance(counts, list):
         if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts):
             raise ValueError(f"{where}: RLE counts must be non-negative integers")
         if sum(counts) != h * w:
             raise ValueError(f"{where}: RLE counts sum to {sum(counts)}, the image has {h * w} pixels")
-    elif isinstance(counts, str):
-        try:
-            mask_utils.decode({"size": size, "counts": counts.encode("ascii")})
-        except (ValueError, UnicodeEncodeError):
-            raise ValueError(f"{where}: RLE counts are not a valid compressed RLE of a {h}x{w} mask") from None
     else:
         raise ValueError(f"{where}: RLE counts must be a list or a string")
 

@@ -72,13 +72,21 @@ def counts_to_string(counts: list[int]) -> str:
 
 
 def string_to_counts(s: str) -> list[int]:
-    """Inverse of `counts_to_string` (pycocotools `rleFrString`)."""
+    """Inverse of `counts_to_string` (pycocotools `rleFrString`), strict: every character must be one
+    of the encoding's 64 ('0'..'o'), a count may span at most 13 characters (64 bits) and the string
+    must not end inside a count; anything else is a ValueError, never a huge or negative-width loop."""
     counts: list[int] = []
     p = 0
     while p < len(s):
         x, k, more = 0, 0, True
         while more:
+            if p >= len(s):
+                raise ValueError("compressed RLE ends inside a count")
             ch = ord(s[p]) - 48
+            if not 0 <= ch < 64:
+                raise ValueError(f"compressed RLE has a character outside '0'..'o': {s[p]!r}")
+            if k == _MAX_COUNT_CHARS:
+                raise ValueError(f"compressed RLE has a count longer than {_MAX_COUNT_CHARS} characters")
             x |= (ch & 0x1F) << (5 * k)
             more = bool(ch & 0x20)
             p += 1
@@ -89,6 +97,9 @@ def string_to_counts(s: str) -> list[int]:
             x += counts[-2]
         counts.append(x)
     return counts
+
+
+_MAX_COUNT_CHARS = 13
 
 
 def coco_encode_rle(rle: dict[str, Any]) -> dict[str, Any]:
