@@ -292,7 +292,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--precisions", default=",".join(PRECISIONS))
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--images", type=int, default=3, help="held-out photos")
+    ap.add_argument("--images", type=int, default=None, help="held-out images (default 3; --goal: 12 mini-SA "
+                    "scenes, about 60 instances, so that one flipped mask moves agreement by under 0.01)")
     ap.add_argument("--checkpoint", default=None)
     ap.add_argument("--untrained", action="store_true", help="ignore shipped weights")
     ap.add_argument("--mixed-plan", choices=("auto", "measured", "fixed"), default="auto")
@@ -308,7 +309,7 @@ def main(argv: list[str] | None = None) -> dict:
     if a.goal:
         return goal_main(a)
     split = lambda s: tuple(x.strip() for x in s.split(",") if x.strip())  # noqa: E731
-    res = run_ptq(a.model, a.image_size, split(a.targets), split(a.precisions), a.threads, a.repeats, a.images,
+    res = run_ptq(a.model, a.image_size, split(a.targets), split(a.precisions), a.threads, a.repeats, a.images or 3,
                   a.checkpoint, a.untrained, a.mixed_plan, a.packages, a.out,
                   progress=lambda m: print(m, file=sys.stderr, flush=True))
     print(table(res))
@@ -322,7 +323,7 @@ def goal_main(a: argparse.Namespace) -> dict:
 
     targets = tuple(x.strip() for x in a.targets.split(",") if x.strip())
     targets = ("tflite", "onnx") if targets == TARGETS else targets
-    res = run_goal(targets, a.image_size, a.accuracy_size, a.threads, a.repeats, a.images, a.checkpoint,
+    res = run_goal(targets, a.image_size, a.accuracy_size, a.threads, a.repeats, a.images or 12, a.checkpoint,
                    a.packages or "/tmp/ptq-goal", progress=lambda m: print(m, file=sys.stderr, flush=True),
                    replan=a.replan)
     out_path = Path(a.out) if a.out else ROOT / "bench" / "results" / "ptq.json"

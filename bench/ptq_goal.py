@@ -87,7 +87,7 @@ def _cached_plans(root: Path, model, targets: tuple[str, ...]):  # noqa: ANN001,
 
 
 def run_goal(targets: tuple[str, ...] = ("tflite", "onnx"), speed_size: int = 1024, accuracy_size: int = 256,
-             threads: int = 2, repeats: int = 5, images: int = 8, checkpoint: str | None = None,
+             threads: int = 2, repeats: int = 5, images: int = 12, checkpoint: str | None = None,
              packages_dir: str | Path = "/tmp/ptq-goal", progress=None, replan: bool = False) -> dict:  # noqa: ANN001
     """Measure the goal; returns the JSON-ready result (see the module docstring). Plans and the recipe's
     scales saved by an earlier run in `packages_dir` are reused; `replan` measures the plans again on the

@@ -12,6 +12,7 @@ The per-target exporters live in `converters/backends/<target>/w8a8.py` (`conver
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 import re
@@ -135,13 +136,29 @@ def scales_json(q: torch.nn.Module) -> bytes:
         if hasattr(layer, "b_scale"):
             d["b_scale"] = _f32(layer.b_scale)[0]
         if hasattr(layer, "w_scale"):
-            d["w_scale"] = _f32(layer.w_scale)
+            d["w_scale_f32le"] = base64.b64encode(np.asarray(layer.w_scale.detach().cpu(), "<f4").tobytes()).decode()
         layers[name] = d
-    doc = {"format": SCALES_FORMAT, "version": 1, "bits": getattr(q, "quant_bits", "w8a8"),
+    doc = {"format": SCALES_FORMAT, "version": 2, "bits": getattr(q, "quant_bits", "w8a8"),
            "meaning": "x = q * scale, zero point 0; w_scale per output channel (PyTorch weight layout, "
-                      "BatchNorm folded into the conv before it); a_scale of twin-uniform kinds is their fine step",
+                      "BatchNorm folded into the conv before it), base64 of little-endian float32 "
+                      "(version 1: a list of numbers); a_scale of twin-uniform kinds is their fine step",
            "layers": layers}
     return json.dumps(doc, separators=(",", ":")).encode()
+
+
+def _weight_scales(d: dict, name: str) -> np.ndarray | None:
+    """A layer's per-channel weight scales from a scales file entry (version 2 base64, version 1 list)."""
+    if "w_scale_f32le" in d:
+        try:
+            raw = base64.b64decode(d["w_scale_f32le"], validate=True)
+        except (ValueError, TypeError):
+            raise ValueError(f"layer {name}: w_scale_f32le is not base64") from None
+        if len(raw) % 4:
+            raise ValueError(f"layer {name}: w_scale_f32le holds {len(raw)} bytes, not whole float32 values")
+        return np.frombuffer(raw, "<f4").astype(np.float32)
+    if "w_scale" in d:
+        return np.asarray(d["w_scale"], np.float32)
+    return None
 
 
 def qmodel_from_scales(model: torch.nn.Module, data: bytes | str) -> torch.nn.Module:
@@ -163,10 +180,11 @@ def qmodel_from_scales(model: torch.nn.Module, data: bytes | str) -> torch.nn.Mo
             layer.a_scale.fill_(d["a_scale"])
             if "b_scale" in d:
                 layer.b_scale.fill_(d["b_scale"])
-            if "w_scale" in d:
-                if len(d["w_scale"]) != layer.w_scale.numel():
-                    raise ValueError(f"layer {name}: {len(d['w_scale'])} weight scales for {layer.w_scale.numel()} channels")
-                layer.w_scale.copy_(torch.tensor(d["w_scale"], dtype=torch.float32))
+            w = _weight_scales(d, name)
+            if w is not None:
+                if w.size != layer.w_scale.numel():
+                    raise ValueError(f"layer {name}: {w.size} weight scales for {layer.w_scale.numel()} channels")
+                layer.w_scale.copy_(torch.from_numpy(w).reshape(layer.w_scale.shape))
     set_quant(q, True)
     return q
 

@@ -74,7 +74,8 @@ class MixedSupport:
     twin-uniform (post-GELU fc2; no one-scale int8 form, so never "static_int8"). `activation_prefixes`:
     module-path prefixes where int8 activations (dynamic or static) are possible; elsewhere only "float"
     and "int8_weights". `speed`: "measured" (the target's runtime runs here and its speed table is
-    measured) or a sentence saying why speed is not measurable here.
+    measured) or a sentence saying why speed is not measurable here. `float_weight_bytes`: how the
+    package stores the weights of the plan's float layers (4 float32, 2 float16 with float compute).
     """
 
     linear: tuple[str, ...] = ("float", "int8_weights")
@@ -83,6 +84,7 @@ class MixedSupport:
     twin_input: tuple[str, ...] = ("float", "int8_weights")
     activation_prefixes: tuple[str, ...] = ("",)
     speed: str = "measured"
+    float_weight_bytes: int = 4  # bytes per weight of a layer the plan keeps float (2: stored float16)
 
     def modes(self, kind: str, name: str, twin: bool) -> tuple[str, ...]:
         """Modes this target runs for layer `name` of recipe kind `kind` ("linear", "conv2d", ...)."""

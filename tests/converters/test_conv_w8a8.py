@@ -153,10 +153,23 @@ def test_wrong_scales_fail_the_fake_quant_gate(w8a8_setup, tmp_path):
 def test_scales_json_round_trips_float32_exactly(w8a8_setup):
     _, _, q = w8a8_setup
     doc = json.loads(scales_json(q))
-    layer = quant_layers(q)["image_encoder.neck.0"]
-    assert torch.equal(torch.tensor(doc["layers"]["image_encoder.neck.0"]["w_scale"], dtype=torch.float32),
-                       layer.w_scale)
-    assert "image_encoder.layers.1.blocks.0.mlp.fc2" in doc["layers"]
+    layers = quant_layers(q)
+    assert "image_encoder.layers.1.blocks.0.mlp.fc2" in doc["layers"] and doc["version"] == 2
+    again = quant_layers(qmodel_from_scales(w8a8_setup[0], scales_json(q)))
+    for name in ("image_encoder.neck.0", "mask_decoder.iou_prediction_head.layers.0"):
+        assert torch.equal(again[name].w_scale, layers[name].w_scale) and again[name].a_scale == layers[name].a_scale
+    # version 1 files (scales as a list of numbers) still read
+    v1 = json.loads(scales_json(q))
+    for name, d in v1["layers"].items():
+        if "w_scale_f32le" in d:
+            d["w_scale"] = [float(str(v)) for v in layers[name].w_scale.reshape(-1).numpy()]
+            del d["w_scale_f32le"]
+    assert torch.equal(quant_layers(qmodel_from_scales(w8a8_setup[0], json.dumps(v1)))["image_encoder.neck.0"].w_scale,
+                       layers["image_encoder.neck.0"].w_scale)
+    bad = json.loads(scales_json(q))
+    bad["layers"]["image_encoder.neck.0"]["w_scale_f32le"] = "AAAA"  # 3 bytes
+    with pytest.raises(ValueError, match="image_encoder.neck.0: w_scale_f32le holds 3 bytes"):
+        qmodel_from_scales(w8a8_setup[0], json.dumps(bad))
     with pytest.raises(ValueError, match="not a tinysam-w8a8-scales file"):
         qmodel_from_scales(w8a8_setup[0], json.dumps({"format": "other"}))
 

@@ -114,6 +114,13 @@ def test_tflite_mixed_package_runs_the_plan(tiny_model, measured, tmp_path):
     assert {FRONTIER_FILE, SCALES_FILE} <= set(manifest["files"]) and check_hashes(res.path) == []
     ops = {op["op_name"] for op in Interpreter(str(res.path / "encoder.tflite"))._get_ops_details()}  # noqa: SLF001
     assert "QUANTIZE" in ops  # static int8 inputs in the encoder
+    from tinysam.quant.qmodel import quant_layers
+
+    weighted = {n for n, layer in quant_layers(m.q).items() if hasattr(layer, "weight")}
+    for part, prefix in (("encoder", "image_encoder."), ("decoder", "mask_decoder.")):
+        kept = [n for n, mode in mp.plan["layer_modes"].items() if mode == "float" and n in weighted and n.startswith(prefix)]
+        half = [d for d in Interpreter(str(res.path / f"{part}.tflite")).get_tensor_details() if d["dtype"].__name__ == "float16"]
+        assert bool(half) == bool(kept), (part, kept)  # the plan's float layers: float16 weights, float compute
 
 
 def test_convert_prints_plan_speed_accuracy_and_rejected(measured):
@@ -126,3 +133,53 @@ def test_convert_prints_plan_speed_accuracy_and_rejected(measured):
     assert len(lines) == 2 + len(mp.plan["rejected"])
     assert all(line.startswith("  rejected: ") for line in lines[2:])
     assert plan_summary({"name": "mixed-default-v1"}, "onnx") == []
+
+
+def test_moves_pay_for_bytes_as_well_as_time():
+    """A group that costs no encoder time (the decoder's) is not free: its bytes are priced as a share
+    of the all-float plan's, so an equal accuracy gain for less cost wins."""
+    from converters.mixed_select import Search
+
+    modes = {"enc": ("float", "static_int8"), "dec": ("float", "int8_weights")}
+    isolated = {("enc", "static_int8"): 0.02, ("dec", "int8_weights"): 0.02}
+
+    def cost(choice: dict) -> tuple[float, float, None]:
+        ratio = 0.5 + (0.01 if choice["enc"] == "float" else 0.0)  # enc -> float: +1% latency
+        size = 7.0 + (3.0 if choice["dec"] == "float" else 0.0)    # dec -> float: +3 MB of 10 MB all-float
+        return ratio, size, None
+
+    s = Search(modes, isolated, lambda c: 0.0, cost)
+    assert s.float_size_mb == 10.0
+    assert s.next_move({"enc": "static_int8", "dec": "int8_weights"}, Budget.of()) == ("enc", "float")
+
+
+def test_selected_iou_counts_a_flipped_pick():
+    import torch
+
+    from tinysam.quant.sensitivity import selected_iou
+
+    low = torch.full((2, 3, 4, 4), -1.0)
+    low[:, 0, :2] = 1.0   # mask 0: top half
+    low[:, 1, :, :1] = 1.0  # mask 1: first column
+    ref_iou = torch.tensor([[0.9, 0.8, 0.1], [0.9, 0.8, 0.1]])
+    iou = torch.tensor([[0.9, 0.8, 0.1], [0.79, 0.8, 0.1]])  # prompt 2's pick flips to mask 1
+    got = selected_iou(low, ref_iou, low, iou)
+    assert got[0] == 1.0 and got[1] == pytest.approx(2 / 10)  # top half vs first column: 2 shared of 10 pixels
+
+
+def test_backward_pass_undoes_moves_that_were_not_needed():
+    """Groups interact: slowing `a` first (cheaper per gain alone) does not fix the plan, slowing `b` does;
+    the backward pass then measures `a` back at static int8 and keeps it."""
+    from converters.mixed_select import Search, search_plans
+
+    modes = {"a": ("float", "static_int8"), "b": ("float", "static_int8")}
+    isolated = {("a", "static_int8"): 0.02, ("b", "static_int8"): 0.02}
+
+    def cost(choice: dict) -> tuple[float, float, None]:
+        return 0.5 + 0.1 * (choice["a"] == "float") + 0.2 * (choice["b"] == "float"), 1.0, None
+
+    search = Search(modes, isolated, lambda c: 0.02 if c["b"] == "static_int8" else 0.0, cost)
+    points = search_plans(search, Budget.of(max_iou_drop=0.01))
+    moves = [p.move for p in points]
+    assert moves[1:3] == ["a -> float", "b -> float"] and "a -> static_int8 (back)" in moves
+    assert dict(choose(points, Budget.of(max_iou_drop=0.01)).chosen.choice) == {"a": "static_int8", "b": "float"}

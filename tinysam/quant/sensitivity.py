@@ -22,6 +22,14 @@ def mask_iou(ref: torch.Tensor, other: torch.Tensor, threshold: float = 0.0) -> 
     return torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(union))
 
 
+def selected_iou(ref_low: torch.Tensor, ref_iou: torch.Tensor, low: torch.Tensor, iou: torch.Tensor) -> torch.Tensor:
+    """Per prompt: IoU of the mask each model picks by its own predicted IoU (what a predictor returns
+    with `multimask_output`), from multimask logits [K, M, H, W] and scores [K, M] -> [K]. A small change
+    that flips the pick between two near-tied masks costs their whole difference here."""
+    rows = torch.arange(low.shape[0])
+    return mask_iou(ref_low[rows, ref_iou.argmax(1)], low[rows, iou.argmax(1)])
+
+
 @torch.no_grad()
 def reference_outputs(model: torch.nn.Module, samples: list[CalibSample]) -> list[torch.Tensor]:
     """Selected low-res mask logits of `model` for each sample."""

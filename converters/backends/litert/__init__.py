@@ -20,13 +20,15 @@ W8A8 = W8A8Support(
 # Mixed packages: per layer group, float / int8 weights / dynamic int8 inputs (FULLY_CONNECTED only: the
 # dynamic-range convolution runs outside XNNPACK, slower than fp32) / static int8 inputs with the recipe's
 # scales, in the encoder; the decoder file holds two signatures, so only int8 weights there
-# (`weights_only_reason` above); attention products stay float (`matmul_float_reason`).
+# (`weights_only_reason` above); attention products stay float (`matmul_float_reason`); float layers keep
+# float compute with float16 weights.
 MIXED = MixedSupport(
     linear=("float", "int8_weights", "dynamic_int8", "static_int8"),
     conv=("float", "int8_weights", "static_int8"),
     matmul=("float",),
     twin_input=("float", "int8_weights", "dynamic_int8"),
     activation_prefixes=("image_encoder.",),
+    float_weight_bytes=2,
 )
 
 CAPABILITIES = Capabilities(

@@ -20,14 +20,13 @@ from converters.backends.litert.compact import compact_tflite_biases
 from converters.backends.litert.export import (
     float_decoder,
     float_encoder,
-    module_lists,
     tflite_models,
-    tflite_module_regex,
 )
 from converters.backends.litert.int8_moves import move_int8_data
 from converters.backends.litert.recipes import WEIGHT_OPS
 from converters.backends.litert.w8a8_quantize import (
     QUANT_OPS,
+    add_fp16_weights,
     layer_ops,
     output_ranges,
     snapped_copy,
@@ -35,7 +34,7 @@ from converters.backends.litert.w8a8_quantize import (
     weight_only_int8,
 )
 from converters.logs import quiet
-from converters.mixed_modes import split_from_modes
+from converters.mixed_modes import FLOAT_REASON, split_from_modes
 from converters.precision import PrecisionPlan
 from converters.spec import ExportSpec
 from converters.w8a8 import CALIBRATION_IMAGES, FLOAT, INT8_CATEGORIES, W8_ADYNAMIC, W8_AFLOAT, W8A8
@@ -45,20 +44,21 @@ UNMATCHED_REASON = "no LiteRT FULLY_CONNECTED/CONV_2D op matched this layer"
 
 
 def quantize_encoder(float_path: Path, out_path: Path, qmodel: torch.nn.Module, samples: list[dict[str, np.ndarray]],
-                     static: list[str], dynamic: list[str], weights_only: list[str]) -> set[str]:
-    """Write `out_path`: the float encoder with each named layer's op quantized as its list says; the
-    static layers take the recipe's input scales. Returns the layer names whose op was found."""
+                     static: list[str], dynamic: list[str], weights_only: list[str], fp16: list[str] = ()) -> set[str]:
+    """Write `out_path`: the float encoder with each named layer's op quantized as its list says (`fp16`:
+    float16 weights, float compute); the static layers take the recipe's input scales. `qmodel` holds the
+    weights converted into `float_path` (`snapped_copy`). Returns the int8 layer names whose op was found."""
     from litert_quantizer import qtyping, quantizer, recipe_manager
     from litert_quantizer.algorithm_manager import AlgorithmName
 
-    from tinysam.quant.qmodel import group_regex, quant_layers
+    from tinysam.quant.qmodel import quant_layers
 
     layers = quant_layers(qmodel)
     matched = layer_ops(float_path, qmodel, ENCODER.rstrip("."))
-    lists = module_lists(qmodel)
-    rx = {n: tflite_module_regex(group_regex(n), lists) for n in matched}
+    rx = {n: io[2] for n, io in matched.items()}
     op = qtyping.TFLOperationName
     rm = recipe_manager.RecipeManager()
+    add_fp16_weights(rm, rx, [n for n in fp16 if n in matched])  # first: on an op both match, the int8 rule wins
     for n in weights_only:
         if n in matched:
             for name in WEIGHT_OPS:
@@ -88,8 +88,10 @@ def quantize_encoder(float_path: Path, out_path: Path, qmodel: torch.nn.Module, 
 
 def export_mixed(q: torch.nn.Module, spec: ExportSpec, out_dir: Path, plan: PrecisionPlan, work: Path,
                  progress: Callable[[str], None] | None = None, calibration=None) -> tuple[dict, dict]:
-    """Write the mixed LiteRT files of `plan` (its `layer_modes`); returns (manifest `models`, layer split)."""
+    """Write the mixed LiteRT files of `plan` (its `layer_modes`); returns (manifest `models`, layer split).
+    The plan's float layers keep float compute with float16 weights (`MIXED.float_weight_bytes`)."""
     from tinysam.quant.calibrate import load_calibration_images, make_samples
+    from tinysam.quant.qmodel import quant_layers
 
     say = progress or (lambda msg: None)
     work.mkdir(parents=True, exist_ok=True)
@@ -101,6 +103,8 @@ def export_mixed(q: torch.nn.Module, spec: ExportSpec, out_dir: Path, plan: Prec
     if bad:
         raise ValueError(f"LiteRT mixed packages cannot run {bad[0]} as the plan says (see its MixedSupport)")
     int8 = [n for c in (W8A8, W8_ADYNAMIC, W8_AFLOAT) for n in layers[c]]
+    weighted = {n for n, m in quant_layers(q).items() if hasattr(m, "weight")}
+    half = [n for n in layers[FLOAT].get(FLOAT_REASON, []) if n in weighted]  # float groups: float16 weights
     say(f"tflite: encoder with {len(enc[W8A8])} static int8, {len(enc[W8_ADYNAMIC])} dynamic int8, "
         f"{len(enc[W8_AFLOAT])} int8-weight layers (weights on the plan's int8 grid)")
     snapped = snapped_copy(q, int8)
@@ -108,15 +112,16 @@ def export_mixed(q: torch.nn.Module, spec: ExportSpec, out_dir: Path, plan: Prec
     float_encoder(snapped, spec, enc_float)
     n = getattr(q, "recipe_calibration", {}).get("images", CALIBRATION_IMAGES)
     cal = make_samples(q, load_calibration_images(calibration, n)) if enc[W8A8] else []
-    done = quantize_encoder(enc_float, out_dir / spec.encoder_file, q, [{"args_0": s.image.numpy()} for s in cal],
-                            enc[W8A8], enc[W8_ADYNAMIC], enc[W8_AFLOAT])
+    done = quantize_encoder(enc_float, out_dir / spec.encoder_file, snapped, [{"args_0": s.image.numpy()} for s in cal],
+                            enc[W8A8], enc[W8_ADYNAMIC], enc[W8_AFLOAT], [n for n in half if n.startswith(ENCODER)])
     move_int8_data(out_dir / spec.encoder_file)
     compact_tflite_biases(out_dir / spec.encoder_file, q)
-    say(f"tflite: decoder with {len(dec)} int8-weight layers")
+    dec_half = [n for n in half if not n.startswith(ENCODER)]
+    say(f"tflite: decoder with {len(dec)} int8-weight and {len(dec_half)} float16-weight layers")
     dec_float = work / "decoder_snapped_fp32.tflite"
     float_decoder(snapped, spec, dec_float)
-    if dec:
-        done |= set(weight_only_int8(dec_float, out_dir / "decoder.tflite", q, dec))
+    if dec or dec_half:
+        done |= set(weight_only_int8(dec_float, out_dir / "decoder.tflite", snapped, dec, dec_half))
     else:
         (out_dir / "decoder.tflite").write_bytes(dec_float.read_bytes())
     unmatched = [n for n in int8 if n not in done]

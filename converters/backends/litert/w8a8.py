@@ -39,7 +39,7 @@ def export_w8a8(q: torch.nn.Module, spec: ExportSpec, out_dir: Path, plan: Preci
     n = getattr(q, "recipe_calibration", {}).get("images", CALIBRATION_IMAGES)  # the search's own images
     cal = make_samples(q, load_calibration_images(calibration, n))
     enc_w8 = [n for n in layers[W8_AFLOAT] if n.startswith("image_encoder")]  # `FLOAT_ACTIVATION_LAYERS`
-    info = quantize_tflite_w8a8(enc_float, out_dir / spec.encoder_file, q, [{"args_0": s.image.numpy()} for s in cal],
+    info = quantize_tflite_w8a8(enc_float, out_dir / spec.encoder_file, snapped, [{"args_0": s.image.numpy()} for s in cal],
                                 weight_only=enc_w8)
     move_int8_data(out_dir / spec.encoder_file)
     compact_tflite_biases(out_dir / spec.encoder_file, q)
@@ -47,7 +47,7 @@ def export_w8a8(q: torch.nn.Module, spec: ExportSpec, out_dir: Path, plan: Preci
     dec_float = work / "decoder_snapped_fp32.tflite"
     float_decoder(snapped, spec, dec_float)
     dec_w8 = [n for n in layers[W8_AFLOAT] if n not in enc_w8]  # the decoder's (`layer_split`)
-    dec_matched = weight_only_int8(dec_float, out_dir / "decoder.tflite", q, dec_w8)
+    dec_matched = weight_only_int8(dec_float, out_dir / "decoder.tflite", snapped, dec_w8)
     done = set(info["int8_layers"] + info["dynamic_layers"] + info["weight_only_layers"] + dec_matched)
     unmatched = [n for n in layers[W8A8] + layers[W8_ADYNAMIC] + layers[W8_AFLOAT] if n not in done]
     for cat in (W8A8, W8_ADYNAMIC, W8_AFLOAT):

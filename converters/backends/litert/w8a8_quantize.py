@@ -22,18 +22,11 @@ What LiteRT (litert-quantizer 0.11.0, ai-edge-litert 2.3.0) can take, and what i
 from __future__ import annotations
 
 import copy
-import re
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from converters.backends.litert.export import (
-    file_module_regex,
-    module_lists,
-    tensor_names,
-    tflite_module_regex,
-)
 from converters.backends.litert.flatbuffer import builtin_code, tensor_name
 from converters.backends.litert.names import LAYER_OPS
 from converters.backends.litert.recipes import WEIGHT_OPS
@@ -42,28 +35,16 @@ from converters.logs import quiet
 QUANT_OPS = ("FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D")
 
 
-def layer_ops(tflite_path: Path, qmodel: torch.nn.Module, prefix: str) -> dict[str, tuple]:
-    """Our calibrated layers under `prefix` -> (input, output) tensor names of their LiteRT op."""
-    from ai_edge_litert.interpreter import Interpreter
+def layer_ops(tflite_path: Path, qmodel: torch.nn.Module, prefix: str) -> dict[str, tuple[str, str, str]]:
+    """Our calibrated layers under `prefix` -> (input, output, scope regex) of their LiteRT op, found by
+    weight values (`op_match`: `qmodel` holds the weights converted into the file, `snapped_copy`);
+    input/output name the op in the first subgraph that has it, the regex selects all of its ops."""
+    from converters.backends.litert.op_match import layer_ops_by_weight, scope_regex
+    from tinysam.quant.qmodel import quant_layers
 
-    from tinysam.quant.qmodel import group_regex, quant_layers
-
-    it = Interpreter(str(tflite_path))
-    names = {d["index"]: d["name"] for d in it.get_tensor_details()}
-    lists = module_lists(qmodel)
-    layers = {n: m for n, m in quant_layers(qmodel).items()
-              if n.startswith(prefix) and m.calibrated and m.kind != "matmul"}
-    rx = {n: re.compile(tflite_module_regex(group_regex(n), lists)) for n in layers}
-    out: dict[str, tuple] = {}
-    for op in it._get_ops_details():  # noqa: SLF001 - the interpreter's only op listing
-        if op["op_name"] not in QUANT_OPS:
-            continue
-        produced = names[op["outputs"][0]]
-        hits = [n for n in layers if rx[n].search(produced)]
-        if hits:
-            n = max(hits, key=len)  # the most specific layer path
-            out.setdefault(n, (names[op["inputs"][0]], produced))
-    return out
+    layers = [n for n, m in quant_layers(qmodel).items() if n.startswith(prefix) and m.calibrated and m.kind != "matmul"]
+    found = layer_ops_by_weight(tflite_path, qmodel, layers)
+    return {n: (ops[0].input, ops[0].output, scope_regex(ops)) for n, ops in found.items()}
 
 
 def weight_only_config():  # noqa: ANN202 - an litert-quantizer OpQuantizationConfig
@@ -127,7 +108,7 @@ def quantize_tflite_w8a8(float_path: Path, out_path: Path, qmodel: torch.nn.Modu
     from litert_quantizer import qtyping, quantizer, recipe_manager
     from litert_quantizer.algorithm_manager import AlgorithmName
 
-    from tinysam.quant.qmodel import group_regex, quant_layers
+    from tinysam.quant.qmodel import quant_layers
 
     layers = quant_layers(qmodel)
     matched = layer_ops(float_path, qmodel, prefix)
@@ -138,16 +119,15 @@ def quantize_tflite_w8a8(float_path: Path, out_path: Path, qmodel: torch.nn.Modu
     dynamic = [n for n in matched if n not in ops and n not in keep]
     if not inputs:
         raise ValueError(f"no LiteRT op of {float_path.name} matches a calibrated layer under {prefix!r}")
-    lists = module_lists(qmodel)
     rm = recipe_manager.RecipeManager()
     for n in dynamic:
-        rm.add_dynamic_config(tflite_module_regex(group_regex(n), lists), qtyping.TFLOperationName("FULLY_CONNECTED"), 8)
+        rm.add_dynamic_config(matched[n][2], qtyping.TFLOperationName("FULLY_CONNECTED"), 8)
     for n in inputs:
         for name in QUANT_OPS:
-            rm.add_static_config(tflite_module_regex(group_regex(n), lists), qtyping.TFLOperationName(name), 8, 8)
+            rm.add_static_config(matched[n][2], qtyping.TFLOperationName(name), 8, 8)
     for n in w_only:
         for name in QUANT_OPS:
-            rm.add_quantization_config(tflite_module_regex(group_regex(n), lists), qtyping.TFLOperationName(name),
+            rm.add_quantization_config(matched[n][2], qtyping.TFLOperationName(name),
                                        weight_only_config(), AlgorithmName.MIN_MAX_UNIFORM_QUANT)
     with quiet():
         q = quantizer.Quantizer(str(float_path))
@@ -186,9 +166,31 @@ def snapped_copy(qmodel: torch.nn.Module, names: list[str]) -> torch.nn.Module:
     return out
 
 
-def weight_only_int8(float_path: Path, out_path: Path, qmodel: torch.nn.Module, names: list[str]) -> list[str]:
+def fp16_weights_config():  # noqa: ANN202 - an litert-quantizer OpQuantizationConfig
+    """float16 weights, float compute (an explicit DEQUANTIZE to float32): float layers at half the bytes."""
+    from litert_quantizer import qtyping
+
+    return qtyping.OpQuantizationConfig(
+        weight_tensor_config=qtyping.TensorQuantizationConfig(num_bits=16, dtype=qtyping.TensorDataType.FLOAT),
+        compute_precision=qtyping.ComputePrecision.FLOAT, explicit_dequantize=True)
+
+
+def add_fp16_weights(rm, rx: dict[str, str], names: list[str]) -> None:  # noqa: ANN001 - a RecipeManager
+    """Store the weights of the layers `names` (module regexes `rx`) as float16 in `rm`'s recipe."""
+    from litert_quantizer import qtyping
+    from litert_quantizer.algorithm_manager import AlgorithmName
+
+    for n in names:
+        for op in WEIGHT_OPS:
+            rm.add_quantization_config(rx[n], qtyping.TFLOperationName(op), fp16_weights_config(),
+                                       AlgorithmName.FLOAT_CASTING)
+
+
+def weight_only_int8(float_path: Path, out_path: Path, qmodel: torch.nn.Module, names: list[str],
+                     fp16: list[str] = ()) -> list[str]:
     """Write `out_path`: `float_path` (any number of signatures) with int8 weights and float compute
-    for the layers `names`; returns the names whose op now reads int8 weights.
+    for the layers `names` (and float16 weights for the layers `fp16`); returns the names whose ops now
+    read int8 weights. `qmodel` holds the weights converted into `float_path` (ops are found by them).
 
     No calibration is needed (activations stay float), so this works on the two-signature decoder.
     With weights snapped to the recipe's grid (`snapped_copy`), LiteRT's max-based scales are the recipe's.
@@ -198,23 +200,24 @@ def weight_only_int8(float_path: Path, out_path: Path, qmodel: torch.nn.Module, 
     from litert_quantizer import qtyping, quantizer, recipe_manager
     from litert_quantizer.algorithm_manager import AlgorithmName
 
-    from tinysam.quant.qmodel import group_regex
+    from converters.backends.litert.op_match import layer_ops_by_weight, scope_regex
 
-    lists = module_lists(qmodel)
-    in_file = tensor_names(float_path)
-    rx = {n: file_module_regex(group_regex(n), in_file, lists) for n in names}
+    found = layer_ops_by_weight(float_path, qmodel, [*names, *fp16])
+    rx = {n: scope_regex(ops) for n, ops in found.items()}
     w8 = weight_only_config()
     rm = recipe_manager.RecipeManager()
+    add_fp16_weights(rm, rx, [n for n in fp16 if n in rx])
     for n in names:
-        for op in WEIGHT_OPS:
-            rm.add_quantization_config(rx[n], qtyping.TFLOperationName(op), w8, AlgorithmName.MIN_MAX_UNIFORM_QUANT)
+        if n in rx:
+            for op in WEIGHT_OPS:
+                rm.add_quantization_config(rx[n], qtyping.TFLOperationName(op), w8, AlgorithmName.MIN_MAX_UNIFORM_QUANT)
     with quiet():
         q = quantizer.Quantizer(str(float_path))
         q.load_quantization_recipe(rm.get_quantization_recipe())
         q.quantize(enable_progress_report=False).export_model(str(out_path), overwrite=True)
     fm = fb.read_model(str(out_path))
     codes = {getattr(schema.BuiltinOperator, op) for op in LAYER_OPS}
-    int8_out: list[str] = []  # output tensor names of weight ops that read (dequantized) int8 weights
+    int8_scopes: set[str] = set()  # scopes of weight ops that read (dequantized) int8 weights
     for sg in fm.subgraphs:
         producer = {o: op for op in sg.operators for o in op.outputs}
         for op in sg.operators:
@@ -225,5 +228,5 @@ def weight_only_int8(float_path: Path, out_path: Path, qmodel: torch.nn.Module, 
             if src is not None:
                 w = sg.tensors[src.inputs[0]]
             if w.type == schema.TensorType.INT8:
-                int8_out.append(tensor_name(sg.tensors[op.outputs[0]]))
-    return [n for n in names if any(re.search(rx[n], t) for t in int8_out)]
+                int8_scopes.add(";".join(tensor_name(sg.tensors[i]) for i in op.outputs if i != -1) + ";")
+    return [n for n in names if n in found and all(o.scope in int8_scopes for o in found[n])]
