@@ -165,7 +165,10 @@ def run_goal(targets: tuple[str, ...] = ("tflite", "onnx"), speed_size: int = 10
                      "checks": checks, "met": all(c["met"] for c in checks.values()),
                      "missed": [f"{k} {c['value']:.4g} (needs {c['limit']})" for k, c in checks.items() if not c["met"]]})
         say(f"{t}: " + ", ".join(f"{k} {c['value']:.4g} {'ok' if c['met'] else 'MISSED'}" for k, c in checks.items()))
-    return {"kind": "ptq goal (mixed)", "model": "tinysam", "checkpoint": checkpoint, "threads": threads,
+    root_dir = Path(__file__).resolve().parents[1]
+    shown = Path(checkpoint).resolve()
+    shown = str(shown.relative_to(root_dir)) if shown.is_relative_to(root_dir) else checkpoint
+    return {"kind": "ptq goal (mixed)", "model": "tinysam", "checkpoint": shown, "threads": threads,
             "repeats": repeats, "speed_size": speed_size, "accuracy_size": accuracy_size,
             "accuracy_data": acc["data"] if rows else None,
             "note": f"speed measured at {speed_size} px, accuracy at the weights' trained size {accuracy_size} px",
