@@ -37,6 +37,7 @@ class LayerOp:
     scope: str
     input: str
     output: str
+    folded: bool = False  # the weight is the layer's times a per-input-column factor (a LayerNorm's affine)
 
 
 def _sorted_weight(layer: torch.nn.Module) -> np.ndarray:
@@ -88,6 +89,7 @@ def layer_ops_by_weight(tflite_path: Path, model: torch.nn.Module, names: list[s
             if not same and kind == "FULLY_CONNECTED":  # a LayerNorm's affine folded in: W * gamma per input
                 raw = np.frombuffer(np.asarray(data, np.uint8).tobytes(), "<f4").reshape(tuple(w.shape))
                 same = [n for n in by_size.get(values.size, []) if _column_scaled(raw, layers[n].weight)]
+                ref = LayerOp(ref.subgraph, ref.scope, ref.input, ref.output, folded=bool(same))
             n = _by_name(same, ref.scope, lists) if len(same) > 1 else (same[0] if same else None)
             if n is None:
                 unclaimed.append((values.size, ref))
@@ -136,3 +138,10 @@ def _by_name(candidates: list[str], scope: str, module_lists: set[str], group_le
 def scope_regex(ops: list[LayerOp]) -> str:
     """A litert-quantizer scope regex that selects exactly `ops`."""
     return "^(?:" + "|".join(re.escape(o.scope) for o in ops) + ")$"
+
+
+def folded_layers(tflite_path: Path, model: torch.nn.Module, names: list[str]) -> list[str]:
+    """The layers of `names` whose LiteRT weight the converter multiplied by a LayerNorm's gamma: LiteRT
+    quantizes W * gamma per output channel on its own grid, so these cannot hold the recipe's int8 W."""
+    found = layer_ops_by_weight(tflite_path, model, names)
+    return [n for n in names if n in found and any(o.folded for o in found[n])]
