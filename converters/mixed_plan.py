@@ -286,9 +286,14 @@ def plot_frontier(points: list, picked, target: str, measured: bool) -> bytes:  
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from converters.mixed_select import BACK
+
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
-    xs = [p.latency_ms if measured else p.latency_ratio for p in points]
-    ax.scatter(xs, [p.iou_drop for p in points], s=14, color="tab:blue", label="measured plans")
+    for back, style in ((False, {"color": "tab:blue", "label": "measured plans (search)"}),
+                        (True, {"facecolors": "none", "edgecolors": "tab:green", "label": "measured plans (backward pass)"})):
+        pts = [p for p in points if p.move.endswith(BACK) == back]
+        if pts:
+            ax.scatter([p.latency_ms if measured else p.latency_ratio for p in pts], [p.iou_drop for p in pts], s=14, **style)
     fr = picked.frontier
     ax.plot([p.latency_ms if measured else p.latency_ratio for p in fr], [p.iou_drop for p in fr],
             color="tab:orange", lw=1, label="frontier")

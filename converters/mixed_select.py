@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 EXTRA_STEPS = 2  # moves measured past the point that meets an IoU budget (slower alternatives for the frontier)
 MAX_STEPS = 60
 MAX_TIGHTEN = 40  # backward-pass trials at most (each measures the whole plan once)
+BACK = " (back)"  # how a backward-pass trial's move ends
 
 
 @dataclass(frozen=True)
@@ -183,7 +184,7 @@ def tighten(search: Search, start: PlanPoint, budget: Budget, step: int, max_tri
             continue
         trial = {**choice, g: faster}
         step += 1
-        p = search.point(trial, step, f"{g} -> {faster} (back)")
+        p = search.point(trial, step, f"{g} -> {faster}{BACK}")
         if p.iou_drop <= min(drop, budget.limit) + 1e-12:
             choice, drop = trial, p.iou_drop
             done.add(g)
