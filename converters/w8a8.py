@@ -155,10 +155,14 @@ def _weight_scales(d: dict, name: str) -> np.ndarray | None:
             raise ValueError(f"layer {name}: w_scale_f32le is not base64") from None
         if len(raw) % 4:
             raise ValueError(f"layer {name}: w_scale_f32le holds {len(raw)} bytes, not whole float32 values")
-        return np.frombuffer(raw, "<f4").astype(np.float32)
-    if "w_scale" in d:
-        return np.asarray(d["w_scale"], np.float32)
-    return None
+        w = np.frombuffer(raw, "<f4").astype(np.float32)
+    elif "w_scale" in d:
+        w = np.asarray(d["w_scale"], np.float32)
+    else:
+        return None
+    if not (np.isfinite(w).all() and (w >= 0).all()):
+        raise ValueError(f"layer {name}: weight scales must be finite and non-negative")
+    return w
 
 
 def qmodel_from_scales(model: torch.nn.Module, data: bytes | str) -> torch.nn.Module:

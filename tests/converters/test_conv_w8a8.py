@@ -170,6 +170,14 @@ def test_scales_json_round_trips_float32_exactly(w8a8_setup):
     bad["layers"]["image_encoder.neck.0"]["w_scale_f32le"] = "AAAA"  # 3 bytes
     with pytest.raises(ValueError, match="image_encoder.neck.0: w_scale_f32le holds 3 bytes"):
         qmodel_from_scales(w8a8_setup[0], json.dumps(bad))
+    import base64
+
+    import numpy as np
+
+    n = layers["image_encoder.neck.0"].w_scale.numel()
+    bad["layers"]["image_encoder.neck.0"]["w_scale_f32le"] = base64.b64encode(np.full(n, np.nan, "<f4").tobytes()).decode()
+    with pytest.raises(ValueError, match="image_encoder.neck.0: weight scales must be finite and non-negative"):
+        qmodel_from_scales(w8a8_setup[0], json.dumps(bad))
     with pytest.raises(ValueError, match="not a tinysam-w8a8-scales file"):
         qmodel_from_scales(w8a8_setup[0], json.dumps({"format": "other"}))
 
