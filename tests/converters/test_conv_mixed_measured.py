@@ -21,15 +21,11 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def measured(tiny_model):
-    import torch
+    from tests.torch_threads import torch_threads
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     model, _ = tiny_model
-    try:
+    with torch_threads(1):
         yield measure_mixed_plan(model, None, max_iou_drop=0.01, search_images=1, measure_images=1)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def test_measured_plan_keeps_most_sensitive_groups(measured):

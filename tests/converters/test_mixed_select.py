@@ -34,19 +34,14 @@ def test_backend_modes_follow_capabilities():
 
 @pytest.fixture(scope="module")
 def measured(tiny_model):
-    import torch
-
     from converters.mixed_plan import PlanMeasurer
     from converters.w8a8 import recipe_qmodel
+    from tests.torch_threads import torch_threads
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     model, _ = tiny_model
-    try:
+    with torch_threads(1):
         m = PlanMeasurer(model, images=1, qmodel=recipe_qmodel(model, None, images=1))  # 1 search image: fast
         yield m, m.plan("tflite", Budget.of(max_iou_drop=0.01))
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _points(plan: dict) -> list[PlanPoint]:

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 from pycocotools import mask as mask_utils
 
@@ -75,7 +74,7 @@ def one_thread():
     moves a weight by about lr whatever its gradient's size (a near-zero gradient whose sign flips with a
     2-thread order moves the weights 2 lr apart), and a 64 px model trained from scratch on four images
     ends elsewhere when its sums are ordered otherwise."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    from tests.torch_threads import torch_threads
+
+    with torch_threads(1):
+        yield

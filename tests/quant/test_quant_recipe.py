@@ -19,16 +19,16 @@ from tinysam.quant.sensitivity import mean_iou, reference_outputs
 
 @pytest.fixture(scope="module")
 def setup():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # on a shared 2-core machine, 1 thread avoids OpenMP oversubscription stalls
-    torch.manual_seed(0)
-    model = tinysam.build_sam("tinysam", image_size=128, seed=0)
-    imgs = synthetic_images(8, 96, seed=1)
-    cal, held = make_samples(model, imgs[:4]), make_samples(model, imgs[4:])
-    q8 = quantize_model(model, "w8a8")
-    stats = calibrate_model(q8, cal, SearchConfig(n_candidates=20, rounds=1), progress=False)
-    yield model, cal, held, q8, stats
-    torch.set_num_threads(threads)
+    from tests.torch_threads import torch_threads
+
+    with torch_threads(1):  # on a shared 2-core machine, 1 thread avoids OpenMP oversubscription stalls
+        torch.manual_seed(0)
+        model = tinysam.build_sam("tinysam", image_size=128, seed=0)
+        imgs = synthetic_images(8, 96, seed=1)
+        cal, held = make_samples(model, imgs[:4]), make_samples(model, imgs[4:])
+        q8 = quantize_model(model, "w8a8")
+        stats = calibrate_model(q8, cal, SearchConfig(n_candidates=20, rounds=1), progress=False)
+        yield model, cal, held, q8, stats
 
 
 def test_w8a8_close_w4a4_worse(setup):
