@@ -58,7 +58,7 @@ def quantize_encoder(float_path: Path, out_path: Path, qmodel: torch.nn.Module, 
     rx = {n: io[2] for n, io in matched.items()}
     op = qtyping.TFLOperationName
     rm = recipe_manager.RecipeManager()
-    add_fp16_weights(rm, rx, [n for n in fp16 if n in matched])  # first: on an op both match, the int8 rule wins
+    add_fp16_weights(rm, rx, [n for n in fp16 if n in matched])
     for n in weights_only:
         if n in matched:
             for name in WEIGHT_OPS:

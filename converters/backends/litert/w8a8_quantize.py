@@ -176,7 +176,7 @@ def fp16_weights_config():  # noqa: ANN202 - an litert-quantizer OpQuantizationC
 
 
 def add_fp16_weights(rm, rx: dict[str, str], names: list[str]) -> None:  # noqa: ANN001 - a RecipeManager
-    """Store the weights of the layers `names` (module regexes `rx`) as float16 in `rm`'s recipe."""
+    """Store the weights of the layers `names` (their op scope regexes `rx`, `op_match`) as float16 in `rm`'s recipe."""
     from litert_quantizer import qtyping
     from litert_quantizer.algorithm_manager import AlgorithmName
 
