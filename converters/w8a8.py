@@ -231,6 +231,28 @@ def layer_split(q: torch.nn.Module, target: str) -> dict:
     return out
 
 
+def snapped_copy(qmodel: torch.nn.Module, names: list[str]) -> torch.nn.Module:
+    """Copy of `qmodel` (quantization off) whose layers `names` hold weights on the recipe's int8 grid.
+
+    For exporters that take no given weight scales but use max|w| / 127 per channel (litert-quantizer,
+    the XNNPACK quantizer's observers): on snapped weights (codes clipped to +-127) that max is 127 x the
+    recipe's scale wherever the searched scale clips the channel, so the exporter's scale and codes are
+    the recipe's; where the searched scale exceeds the max-based one, its step is finer and its codes
+    reproduce the recipe's values within half a step.
+    """
+    from tinysam.quant.qmodel import quant_layers, set_quant
+    from tinysam.quant.quantizer import channel_view
+
+    out = copy.deepcopy(qmodel).eval()
+    set_quant(out, False)
+    layers = quant_layers(out)
+    for n in names:
+        layer = layers[n]
+        scale = channel_view(layer.w_scale.clamp_min(1e-12), layer.weight.dim(), layer.weight_axis)
+        layer.weight.copy_(torch.clamp(torch.round(layer.weight / scale), -127, 127) * scale)
+    return out
+
+
 def package_reference(q: torch.nn.Module, layers: dict) -> torch.nn.Module:
     """Copy of `q` fake-quantizing exactly what `layers` (a `layer_split`) says is int8; the rest float."""
     from tinysam.quant.qmodel import quant_layers

@@ -73,7 +73,8 @@ class MixedSupport:
     "float" or "static_int8"). `twin_input`: modes for a layer whose input the recipe quantizes
     twin-uniform (post-GELU fc2; no one-scale int8 form, so never "static_int8"). `activation_prefixes`:
     module-path prefixes where int8 activations (dynamic or static) are possible; elsewhere only "float"
-    and "int8_weights". `speed`: "measured" (the target's runtime runs here and its speed table is
+    and "int8_weights". `static_prefixes`: where "static_int8" is possible (a program whose int8 outputs need
+    ranges observed on calibration data it has). `speed`: "measured" (the target's runtime runs here and its speed table is
     measured) or a sentence saying why speed is not measurable here. `float_weight_bytes`: how the
     package stores the weights of the plan's float layers (4 float32, 2 float16 with float compute).
     """
@@ -83,6 +84,7 @@ class MixedSupport:
     matmul: tuple[str, ...] = ("float",)
     twin_input: tuple[str, ...] = ("float", "int8_weights")
     activation_prefixes: tuple[str, ...] = ("",)
+    static_prefixes: tuple[str, ...] = ("",)
     speed: str = "measured"
     float_weight_bytes: int = 4  # bytes per weight of a layer the plan keeps float (2: stored float16)
 
@@ -96,6 +98,8 @@ class MixedSupport:
             base = tuple(m for m in base if m in self.twin_input)
         if not any(name.startswith(p) for p in self.activation_prefixes):
             base = tuple(m for m in base if m in ("float", "int8_weights"))
+        if not any(name.startswith(p) for p in self.static_prefixes):
+            base = tuple(m for m in base if m != "static_int8")
         return tuple(m for m in GROUP_MODES if m in base) or ("float",)
 
     @property

@@ -164,3 +164,31 @@ def test_plan_keep_float_rules_select_the_float_layers(trained128):
                    (torch.nn.Linear,), "decoder")
     assert dec.float and all(n.startswith("mask_decoder.iou_prediction_head") for n in dec.float)
     assert not any(n.startswith("image_encoder.") for n in dec.int8)
+
+
+def test_layer_quantizer_quantizes_exactly_the_named_layers_with_the_given_scale():
+    """A BatchNorm-fused conv is static int8 at the given input scale, a Linear dynamic, the other float."""
+    from torch import nn
+
+    from converters.backends.executorch.quantize import LayerModes, quantized_program
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Sequential(nn.Conv2d(3, 8, 3, bias=False), nn.BatchNorm2d(8))
+            self.fc = nn.Linear(8, 8)
+            self.keep = nn.Linear(8, 4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.keep(self.fc(self.conv(x).mean((2, 3))))
+
+    torch.manual_seed(0)
+    net = Net().eval()
+    args = (torch.randn(1, 3, 8, 8),)
+    ep, done = quantized_program(net, args, LayerModes({"conv.0": 0.05}, frozenset({"fc"})), [args])
+    assert done == ["conv.0", "fc"]
+    nodes = [n for n in ep.graph.nodes if n.op == "call_function"]
+    static_q = [n for n in nodes if n.target == torch.ops.quantized_decomposed.quantize_per_tensor.default]
+    assert static_q and static_q[0].args[1] == pytest.approx(0.05) and static_q[0].args[2] == 0  # the given scale
+    assert sum(n.target == torch.ops.quantized_decomposed.choose_qparams.tensor for n in nodes) == 1  # fc only
+    assert sum(n.target == torch.ops.quantized_decomposed.dequantize_per_channel.default for n in nodes) == 2

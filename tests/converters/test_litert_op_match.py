@@ -18,8 +18,8 @@ def decoder_ops(tiny_model, tmp_path_factory):
 
     from converters.backends.litert.export import float_decoder
     from converters.backends.litert.op_match import layer_ops_by_weight
-    from converters.backends.litert.w8a8_quantize import snapped_copy
     from converters.spec import ExportSpec
+    from converters.w8a8 import snapped_copy
     from tinysam.quant.qmodel import quant_layers, quantize_model
 
     model = copy.deepcopy(tiny_model[0])

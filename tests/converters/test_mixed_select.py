@@ -28,6 +28,10 @@ def test_backend_modes_follow_capabilities():
     assert lite.modes("matmul", "image_encoder.layers.1.blocks.0.attn.matmul_qk", False) == ("float",)
     assert get_backend("onnx").capabilities.mixed.modes("linear", "image_encoder.x", False) == ("float", "int8_weights")
     assert get_backend("coreml").capabilities.mixed.speed.startswith("not measurable here")
+    et = get_backend("executorch").capabilities.mixed  # static only where calibration data reaches (the encoder)
+    assert et.modes("conv2d", "image_encoder.neck.0", False) == ("float", "static_int8")
+    assert et.modes("linear", "image_encoder.layers.1.blocks.0.mlp.fc2", True) == ("float", "dynamic_int8")
+    assert et.modes("linear", "mask_decoder.transformer.layers.0.mlp.lin1", False) == ("float", "dynamic_int8")
     with pytest.raises(ValueError, match="unknown layer kind"):
         lite.modes("lstm", "x", False)
 
@@ -116,6 +120,29 @@ def test_tflite_mixed_package_runs_the_plan(tiny_model, measured, tmp_path):
         kept = [n for n, mode in mp.plan["layer_modes"].items() if mode == "float" and n in weighted and n.startswith(prefix)]
         half = [d for d in Interpreter(str(res.path / f"{part}.tflite")).get_tensor_details() if d["dtype"].__name__ == "float16"]
         assert bool(half) == bool(kept), (part, kept)  # the plan's float layers: float16 weights, float compute
+
+
+@pytest.mark.slow  # an ExecuTorch plan measured, exported and lowered (about 2 min on 2 cores)
+def test_executorch_mixed_package_runs_the_plan(tiny_model, measured, tmp_path):
+    import json
+
+    from converters.api import build_package
+    from converters.options import ConvertOptions
+
+    model, info = tiny_model
+    m, _ = measured
+    plan = m.plan("executorch", Budget.of(max_iou_drop=0.05)).plan
+    modes = plan["layer_modes"]
+    res = build_package(model, info, "executorch", ConvertOptions(precision="mixed", out_dir=tmp_path), plan=plan,
+                        qmodel=m.q)
+    assert res.parity["passed"], res.parity["failures"]
+    assert "fake_quant" in res.parity
+    models = json.loads((res.path / "manifest.json").read_text())["models"]
+    for part, prefix in (("encoder", "image_encoder."), ("decoder", "mask_decoder.")):
+        int8 = {n for n, mode in modes.items() if mode != "float" and n.startswith(prefix)}
+        # the quantizer reports what it quantized: every int8 layer of the plan the program runs
+        assert models[part]["int8_layers"]["int8"] == len(int8 - {"image_encoder.head"}), part
+    assert "int8_weights" not in modes.values()  # no weight-only int8 form in the XNNPACK quantizer
 
 
 def test_convert_prints_plan_speed_accuracy_and_rejected(measured):

@@ -13,4 +13,5 @@ BACKEND = Backend(
     applied=APPLIED,
     kind_ops=KIND_OPS,
     calibrates=True,  # int8/mixed: the encoder's Conv2d input ranges come from the calibration images
+    export_mixed=run_lazily("converters.backends.executorch.mixed", "export_mixed"),
 )

@@ -19,8 +19,8 @@ REFUSED = {
     # 155 against the same float16 model in eager torch, which is within 1.4e-3 of fp32).
     "fp16": "XNNPACK's float16 program computed a wrong embedding here (relative error 155 against the same "
             "float16 model in torch) and ran 3x slower than fp32 on x86",
-    "w8a8": "the XNNPACK quantizer takes observers, not the recipe's given scales, and static int8 across "
-            "TinyViT's padded windows does not load in XNNPACK",
+    "w8a8": "the recipe keeps int8 weights with float inputs on the encoder's trunk and the decoder, a form the "
+            "XNNPACK quantizer does not have (mixed packages take the recipe's scales for their static layers)",
 }
 
 PHONE_NEEDS = {
@@ -44,11 +44,12 @@ CAPABILITIES = Capabilities(
     refused=REFUSED,
     runtime_requirements=PHONE_NEEDS,
     split_decoder_refused=("not converted for this format yet: the split decoder (converters.fast_decoder) is exported and parity-checked for onnx and tflite; ExecuTorch packages keep the full decoder variants for every prompt"),
-    # mixed: the plan picks per group float or the XNNPACK quantizer's int8 (Linear inputs per row at run
-    # time, Conv2d static with its own observers, which the plan's accuracy models with the recipe's scales);
-    # no speed table here: at 1024 px on x86 its int8 program was no faster than fp32 (README)
-    mixed=MixedSupport(linear=("float", "dynamic_int8"), conv=("float", "static_int8"), matmul=("float",),
-                       twin_input=("float", "dynamic_int8"),
-                       speed="no speed table: the int8 ExecuTorch program measured no faster than fp32 at 1024 px "
-                             "on this x86 machine; the plan's gains are the MAC shares of its int8 layers"),
+    # static int8 ops requantize their outputs with ranges observed on the calibration images, which the
+    # recipe's fake-quant model does not model (as LiteRT's)
+    fake_quant_thresholds={"mask_iou_mean": 0.92},
+    # mixed: per layer float, dynamic int8 (Linear) or static int8 with the recipe's input scales; static
+    # only in the encoder (the decoder programs have no calibration prompts for their output ranges); no
+    # int8-weights-only form in the XNNPACK quantizer; attention products float; float layers float32
+    mixed=MixedSupport(linear=("float", "dynamic_int8", "static_int8"), conv=("float", "static_int8"),
+                       matmul=("float",), twin_input=("float", "dynamic_int8"), static_prefixes=("image_encoder.",)),
 )

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from converters.backends.executorch import capabilities as caps
-from converters.backends.executorch.quantize import QuantScope, quantized_program
+from converters.backends.executorch.quantize import LayerModes, QuantScope, fixed_modes, quantized_program
 from converters.examples import decoder_sample
 from converters.spec import ExportSpec
 from converters.wrappers import EncoderWrapper, decoder_module
@@ -67,14 +67,6 @@ def _calibration_images(model: nn.Module, calibration) -> list[tuple[torch.Tenso
     return [(s.image,) for s in make_samples(model, load_calibration_images(calibration, CALIBRATION_IMAGES))]
 
 
-def _program(module: nn.Module, args: tuple, precision: str, part: str, plan: dict,
-             calibration: list[tuple]) -> tuple[torch.export.ExportedProgram, QuantScope | None]:
-    if precision in ("int8", "mixed"):
-        return quantized_program(module, args, part, plan, calibration)
-    with torch.no_grad():
-        return torch.export.export(module.eval(), args), None
-
-
 def _io(tensors: list, prefix: str) -> list[dict]:
     return [dict(t.to_dict(), name=f"{prefix}_{i}", logical_name=t.name) for i, t in enumerate(tensors)]
 
@@ -93,32 +85,57 @@ def executorch_models(spec: ExportSpec, scopes: dict[str, QuantScope]) -> dict:
     return models
 
 
+# part ("encoder" / "decoder"), the module exported for it -> its int8 layers and the layers it keeps float
+ModesOf = Callable[[str, nn.Module], tuple[LayerModes, list[str]]]
+
+
+def write_programs(model: nn.Module, spec: ExportSpec, out_dir: Path, modes_of: ModesOf | None,
+                   calibration: list[tuple], say: Callable[[str], None]) -> dict[str, QuantScope]:
+    """Write encoder.pte and decoder.pte of `model` (float where `modes_of` is None); returns per part the
+    layers that were quantized (read back from the quantizer) and kept float."""
+    s = spec.image_size
+    scopes: dict[str, QuantScope] = {}
+
+    def program(module: nn.Module, args: tuple, part: str, cal: list[tuple]) -> torch.export.ExportedProgram:
+        if modes_of is None:
+            with torch.no_grad():
+                return torch.export.export(module.eval(), args)
+        modes, kept = modes_of(part, module)
+        ep, int8 = quantized_program(module, args, modes, cal)
+        done = scopes.setdefault(part, QuantScope(float=sorted(kept)))
+        done.int8 = sorted(set(done.int8) | set(int8))
+        return ep
+
+    say(f"executorch: exporting encoder ({spec.precision})" + (f", calibrated on {len(calibration)} images"
+                                                              if calibration else ""))
+    ep = program(EncoderWrapper(model), (torch.randn(1, 3, s, s),), "encoder", calibration)
+    say("executorch: lowering encoder to XNNPACK")
+    (out_dir / spec.encoder_file).write_bytes(lower({caps.ENCODER_METHOD: ep}, modes_of is not None))
+    dec = decoder_module(model)
+    programs = {}
+    for k, v in spec.decoder_variants().items():
+        say(f"executorch: exporting decoder K={k}")
+        programs[str(v["signature"])] = program(dec, decoder_sample(spec, k), "decoder", [])
+    say("executorch: lowering the decoder methods " + ", ".join(programs) + " into one program")
+    (out_dir / "decoder.pte").write_bytes(lower(programs, modes_of is not None))
+    return scopes
+
+
 def export_executorch(model: nn.Module, spec: ExportSpec, out_dir: Path, plan: dict, work: Path,
                       progress: Callable[[str], None] | None = None, calibration=None) -> dict:
-    """Write encoder.pte and decoder.pte (methods decoder_k1, decoder_k16) into `out_dir`; returns `models`."""
+    """Write encoder.pte and decoder.pte (methods decoder_k1, decoder_k16) into `out_dir`; returns `models`.
+    int8 and fixed mixed plans quantize as `quantize.fixed_modes` says (measured plans: `mixed.export_mixed`)."""
     say = progress or (lambda msg: None)
     if spec.precision not in caps.CAPABILITIES.precisions:
         raise ValueError(f"executorch packages support precisions {', '.join(caps.CAPABILITIES.precisions)}, "
                          f"not {spec.precision!r}")
     work.mkdir(parents=True, exist_ok=True)
-    s = spec.image_size
     quantized = spec.precision in ("int8", "mixed")
-    scopes: dict[str, QuantScope] = {}
+
+    def modes_of(part: str, module: nn.Module) -> tuple[LayerModes, list[str]]:
+        modes, found = fixed_modes(module, plan, part)
+        return modes, found.float
+
     cal = _calibration_images(model, calibration) if quantized else []
-    say(f"executorch: exporting encoder ({spec.precision})" + (f", calibrated on {len(cal)} images" if cal else ""))
-    ep, enc_scope = _program(EncoderWrapper(model), (torch.randn(1, 3, s, s),), spec.precision, "encoder", plan, cal)
-    say("executorch: lowering encoder to XNNPACK")
-    (out_dir / spec.encoder_file).write_bytes(lower({caps.ENCODER_METHOD: ep}, quantized))
-    if enc_scope is not None:
-        scopes["encoder"] = enc_scope
-    dec = decoder_module(model)
-    programs = {}
-    for k, v in spec.decoder_variants().items():
-        say(f"executorch: exporting decoder K={k}")
-        programs[str(v["signature"])], dec_scope = _program(dec, decoder_sample(spec, k), spec.precision, "decoder",
-                                                            plan, [])
-        if dec_scope is not None:
-            scopes["decoder"] = dec_scope
-    say("executorch: lowering the decoder methods " + ", ".join(programs) + " into one program")
-    (out_dir / "decoder.pte").write_bytes(lower(programs, quantized))
+    scopes = write_programs(model, spec, out_dir, modes_of if quantized else None, cal, say)
     return executorch_models(spec, scopes)

@@ -17,9 +17,13 @@ _INT8 = {
 
 APPLIED = AppliedTables(
     int8=_INT8,
-    mixed={"weights": _INT8["weights"] + " (the mixed plan's keep-float rules select them)",
-           "activations": _INT8["activations"]},
+    mixed={"weights": _INT8["weights"] + " (a fixed plan's keep-float rules select them; a measured plan: its "
+                      "int8 layers, weights snapped to the recipe's grid)",
+           "activations": "fixed plans: as int8; measured plans: per layer as the plan says, float, int8 per row "
+                          "at run time (Linear) or static int8 with the recipe's searched input scale (encoder "
+                          "only; outputs requantized with ranges observed on the calibration images)"},
     w8a8={},  # not built (capabilities.REFUSED)
-    searched_scales="not used: the XNNPACK quantizer takes observer constructors, not given scales; the "
-                    "package takes max-based weight scales and calibrated activation ranges",
+    searched_scales="measured mixed plans: the static layers' input scales (fixed quantization parameters) and, "
+                    "through the snapped weights, the weight scales; int8 and fixed plans: max-based weight "
+                    "scales and calibrated activation ranges",
 )

@@ -2,7 +2,7 @@
 dynamic int8 inputs (dynamic-range FULLY_CONNECTED) or static int8 inputs with the recipe's scales;
 the decoder with int8 weights where the plan says so, float elsewhere.
 
-The weights of every int8 layer are first snapped to the plan's grid (`w8a8_quantize.snapped_copy` with
+The weights of every int8 layer are first snapped to the plan's grid (`converters.w8a8.snapped_copy` with
 the scales `converters.mixed_modes.set_weight_scales` set: the recipe's for static/dynamic layers,
 max-based for int8-weight layers), so the package computes what the plan was measured on, apart from
 the output requantization of LiteRT's static int8 ops (ranges calibrated on the calibration images).
@@ -29,7 +29,6 @@ from converters.backends.litert.w8a8_quantize import (
     add_fp16_weights,
     layer_ops,
     output_ranges,
-    snapped_copy,
     weight_only_config,
     weight_only_int8,
 )
@@ -37,7 +36,15 @@ from converters.logs import quiet
 from converters.mixed_modes import FLOAT_REASON, split_from_modes
 from converters.precision import PrecisionPlan
 from converters.spec import ExportSpec
-from converters.w8a8 import CALIBRATION_IMAGES, FLOAT, INT8_CATEGORIES, W8_ADYNAMIC, W8_AFLOAT, W8A8
+from converters.w8a8 import (
+    CALIBRATION_IMAGES,
+    FLOAT,
+    INT8_CATEGORIES,
+    W8_ADYNAMIC,
+    W8_AFLOAT,
+    W8A8,
+    snapped_copy,
+)
 
 ENCODER = "image_encoder."
 UNMATCHED_REASON = "no LiteRT FULLY_CONNECTED/CONV_2D op matched this layer"

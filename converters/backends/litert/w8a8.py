@@ -14,10 +14,10 @@ from converters.backends.litert.compact import compact_tflite_biases
 from converters.backends.litert.export import float_decoder, float_encoder, tflite_models
 from converters.backends.litert.int8_moves import move_int8_data
 from converters.backends.litert.op_match import folded_layers
-from converters.backends.litert.w8a8_quantize import quantize_tflite_w8a8, snapped_copy, weight_only_int8
+from converters.backends.litert.w8a8_quantize import quantize_tflite_w8a8, weight_only_int8
 from converters.precision import PrecisionPlan
 from converters.spec import ExportSpec
-from converters.w8a8 import CALIBRATION_IMAGES, FLOAT, W8_ADYNAMIC, W8_AFLOAT, W8A8, layer_split
+from converters.w8a8 import CALIBRATION_IMAGES, FLOAT, W8_ADYNAMIC, W8_AFLOAT, W8A8, layer_split, snapped_copy
 
 UNMATCHED_REASON = "no LiteRT FULLY_CONNECTED/CONV_2D op matched this layer"
 FOLDED_REASON = ("LiteRT folds the LayerNorm before it into this weight, so its int8 grid could not be the "

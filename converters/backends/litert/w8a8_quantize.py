@@ -21,7 +21,6 @@ What LiteRT (litert-quantizer 0.11.0, ai-edge-litert 2.3.0) can take, and what i
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import numpy as np
@@ -144,28 +143,6 @@ def quantize_tflite_w8a8(float_path: Path, out_path: Path, qmodel: torch.nn.Modu
 
 
 @torch.no_grad()
-def snapped_copy(qmodel: torch.nn.Module, names: list[str]) -> torch.nn.Module:
-    """Copy of `qmodel` (quantization off) whose layers `names` hold weights on the recipe's int8 grid.
-
-    litert-quantizer takes no given weight scales: it uses max|w| / 127 per channel. On snapped
-    weights (codes clipped to +-127) that max is 127 x the recipe's scale wherever the searched
-    scale clips the channel, so LiteRT's scale and codes are the recipe's; where the searched scale
-    exceeds the max-based one, LiteRT's step is finer and its codes reproduce the recipe's values
-    within half a step.
-    """
-    from tinysam.quant.qmodel import quant_layers, set_quant
-    from tinysam.quant.quantizer import channel_view
-
-    out = copy.deepcopy(qmodel).eval()
-    set_quant(out, False)
-    layers = quant_layers(out)
-    for n in names:
-        layer = layers[n]
-        scale = channel_view(layer.w_scale.clamp_min(1e-12), layer.weight.dim(), layer.weight_axis)
-        layer.weight.copy_(torch.clamp(torch.round(layer.weight / scale), -127, 127) * scale)
-    return out
-
-
 def fp16_weights_config():  # noqa: ANN202 - an litert-quantizer OpQuantizationConfig
     """float16 weights, float compute (an explicit DEQUANTIZE to float32): float layers at half the bytes."""
     from litert_quantizer import qtyping
