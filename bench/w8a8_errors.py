@@ -7,8 +7,8 @@ encoder relative error and 1-click mask agreement with the float model.
 
 - recipes: `before` (the scale search as `convert --precision w8a8` ran it before: activation candidates
   down to 0.01 x the calibration maximum, every encoder layer with static int8 inputs) and `after`
-  (`converters.w8a8` now: `ACT_LOW`, `W_LOW`/`W_HIGH`, `FLOAT_ACTIVATION_LAYERS`); `no clipping` is `after` without
-  `FLOAT_ACTIVATION_LAYERS` (every layer static int8). Each on the torch fake-quant model
+  (`converters.w8a8` now: `ACT_LOW`, `W_LOW`/`W_HIGH`, `FLOAT_ACTIVATION_LAYERS`, `FLOAT_LAYERS`); `no clipping` is
+  `after` without those rules (every layer static int8). Each on the torch fake-quant model
   (all layers, encoder only, decoder only, the encoder's trunk layers only / all but them) and, with
   `--targets`, as packages opened with `mobile_runtime`.
 - `--sweep`: per-layer table of `before`: each layer alone quantized (`only`) and every layer but it (`all_but`).
@@ -73,10 +73,11 @@ def _decoder_group(name: str) -> str:
 
 
 def torch_rows(q, held, rules: bool) -> dict:  # noqa: ANN001
-    """The fake-quant model's error for whole parts of the model (`rules`: `FLOAT_ACTIVATION_LAYERS` applied)."""
+    """The fake-quant model's error for whole parts of the model (`rules`: `FLOAT_ACTIVATION_LAYERS` and `FLOAT_LAYERS` applied)."""
+    from converters.w8a8 import float_layer_reason
     from tinysam.quant.qmodel import quant_layers
 
-    cal = [n for n, m in quant_layers(q).items() if m.calibrated]
+    cal = [n for n, m in quant_layers(q).items() if m.calibrated and not (rules and float_layer_reason(n))]
     enc = _encoder_layers(q)
     dec = [n for n in cal if n not in enc]
     trunk = _ruled(enc)
@@ -161,10 +162,11 @@ def run(images: int, targets: list[str], do_sweep: bool, sweep_images: int, say=
                                            w_low=w8.W_LOW, w_high=w8.W_HIGH),
                "after": SearchConfig(n_candidates=SEARCH_CANDIDATES, rounds=SEARCH_ROUNDS, act_low=w8.ACT_LOW,
                                      w_low=w8.W_LOW, w_high=w8.W_HIGH)}
-    rules = w8.FLOAT_ACTIVATION_LAYERS
+    rules, float_layers = w8.FLOAT_ACTIVATION_LAYERS, w8.FLOAT_LAYERS
     out: dict = {"what": __doc__.splitlines()[0], "data": held.description, "image_size": IMAGE_SIZE,
                  "weights": CHECKPOINT.name, "calibration": f"{w8.CALIBRATION_IMAGES} bundled photos",
                  "float_activation_layers": [{"pattern": r.pattern, "reason": r.reason} for r in rules],
+                 "float_layers": [{"pattern": r.pattern, "reason": r.reason} for r in float_layers],
                  "layers_kept_float": _ruled(list(_all_layers(model))),
                  "recipes": {}}
     qs = {}
@@ -180,11 +182,12 @@ def run(images: int, targets: list[str], do_sweep: bool, sweep_images: int, say=
             rec["decoder_groups"] = decoder_groups(q, held)
         for t in targets if name in ("before", "after") else ():
             w8.FLOAT_ACTIVATION_LAYERS = rules if name == "after" else ()
+            w8.FLOAT_LAYERS = float_layers if name == "after" else ()
             try:
                 with tempfile.TemporaryDirectory(prefix="w8a8-errors-") as tmp:
                     rec["packages"][t] = package_row(model, info, q, t, held, Path(tmp))
             finally:
-                w8.FLOAT_ACTIVATION_LAYERS = rules
+                w8.FLOAT_ACTIVATION_LAYERS, w8.FLOAT_LAYERS = rules, float_layers
         out["recipes"][name] = rec
         say(_table(name, rec))
     if do_sweep:

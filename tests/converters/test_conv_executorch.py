@@ -192,3 +192,20 @@ def test_layer_quantizer_quantizes_exactly_the_named_layers_with_the_given_scale
     assert static_q and static_q[0].args[1] == pytest.approx(0.05) and static_q[0].args[2] == 0  # the given scale
     assert sum(n.target == torch.ops.quantized_decomposed.choose_qparams.tensor for n in nodes) == 1  # fc only
     assert sum(n.target == torch.ops.quantized_decomposed.dequantize_per_channel.default for n in nodes) == 2
+
+
+def test_half_attention_biases_changes_the_embedding_little_and_restores_the_model(trained128):
+    from converters.backends.executorch.passes import half_attention_biases
+    from tinysam.modeling.tiny_vit import Attention
+
+    model, _ = trained128
+    x = torch.randn(1, 3, 128, 128, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ref = model.encode_image(x)
+        with half_attention_biases(model) as saved:
+            half = model.encode_image(x)
+            attn = next(m for m in model.modules() if isinstance(m, Attention))
+            assert attn.bias().dtype == torch.float32 and attn.bias_half.dtype == torch.float16
+        assert saved > 0 and float((half - ref).norm() / ref.norm()) < 1e-3
+        assert "bias" not in vars(attn) and "bias_half" not in attn._buffers  # noqa: SLF001
+        assert torch.equal(model.encode_image(x), ref)

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from converters.backends.executorch import capabilities as caps
+from converters.backends.executorch.passes import half_attention_biases
 from converters.backends.executorch.quantize import LayerModes, QuantScope, fixed_modes, quantized_program
 from converters.examples import decoder_sample
 from converters.spec import ExportSpec
@@ -108,7 +109,8 @@ def write_programs(model: nn.Module, spec: ExportSpec, out_dir: Path, modes_of: 
 
     say(f"executorch: exporting encoder ({spec.precision})" + (f", calibrated on {len(calibration)} images"
                                                               if calibration else ""))
-    ep = program(EncoderWrapper(model), (torch.randn(1, 3, s, s),), "encoder", calibration)
+    with half_attention_biases(model) if modes_of is not None else contextlib.nullcontext():
+        ep = program(EncoderWrapper(model), (torch.randn(1, 3, s, s),), "encoder", calibration)
     say("executorch: lowering encoder to XNNPACK")
     (out_dir / spec.encoder_file).write_bytes(lower({caps.ENCODER_METHOD: ep}, modes_of is not None))
     dec = decoder_module(model)
