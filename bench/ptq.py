@@ -301,7 +301,7 @@ def main(argv: list[str] | None = None) -> dict:
                     "there are reused")
     ap.add_argument("--out", default=None, help="JSON path (default bench/results/ptq.json)")
     ap.add_argument("--goal", action="store_true", help="the mixed PTQ goal instead of the table: speed at "
-                    "--image-size, accuracy at --accuracy-size (bench/ptq_goal.py); targets tflite,onnx by default")
+                    "--image-size, accuracy at --accuracy-size (bench/ptq_goal.py); targets tflite,onnx,executorch by default")
     ap.add_argument("--accuracy-size", type=int, default=256, help="--goal: the weights' trained size")
     ap.add_argument("--replan", action="store_true", help="--goal: measure the plans again on the scales saved "
                     "in --packages")
@@ -318,11 +318,11 @@ def main(argv: list[str] | None = None) -> dict:
 
 def goal_main(a: argparse.Namespace) -> dict:
     """`--goal`: run bench/ptq_goal.py and write its JSON."""
-    from bench.ptq_goal import run_goal
+    from bench.ptq_goal import GOAL_TARGETS, run_goal
     from evaluation.writers import finite_or_none
 
     targets = tuple(x.strip() for x in a.targets.split(",") if x.strip())
-    targets = ("tflite", "onnx") if targets == TARGETS else targets
+    targets = GOAL_TARGETS if targets == TARGETS else targets
     res = run_goal(targets, a.image_size, a.accuracy_size, a.threads, a.repeats, a.images or 12, a.checkpoint,
                    a.packages or "/tmp/ptq-goal", progress=lambda m: print(m, file=sys.stderr, flush=True),
                    replan=a.replan)

@@ -17,6 +17,7 @@ from converters.spec import FAKE_QUANT_THRESHOLDS
 from converters.verify import verify_package
 from converters.w8a8 import (
     FLOAT,
+    INT8_CATEGORIES,
     MATMUL_B,
     MATMUL_BOTH,
     SCALES_FILE,
@@ -24,6 +25,7 @@ from converters.w8a8 import (
     W8_AFLOAT,
     W8A8,
     float_activation_reason,
+    float_layer_reason,
     layer_split,
     package_reference,
     qmodel_from_scales,
@@ -91,6 +93,9 @@ def test_w8a8_manifest_says_what_is_int8(onnx_pkg, w8a8_setup):
     att = "mask_decoder.transformer.final_attn_token_to_image"
     assert f"{att}.q_proj" in trunk and f"{att}.matmul_qk" in layers[FLOAT][float_activation_reason(f"{att}.q_proj")]
     assert any("mask" in reason for reason in layers[FLOAT])  # mask-input convs: never calibrated
+    i2t = "mask_decoder.transformer.layers.1.cross_attn_image_to_token"  # `FLOAT_LAYERS`: weights float too
+    assert f"{i2t}.q_proj" in layers[FLOAT][float_layer_reason(f"{i2t}.q_proj")]
+    assert not [n for c in INT8_CATEGORIES for n in layers[c] if n.startswith(i2t)]
     assert plan["layer_counts"][W8A8] == len(layers[W8A8])
     assert "static int8" in plan["applied"]["activations"] and "twin-uniform" in plan["applied"]["activations"]
     assert plan["recipe"]["calibration"]["images"] == 2

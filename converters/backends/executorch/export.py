@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from converters.backends.executorch import capabilities as caps
-from converters.backends.executorch.passes import half_attention_biases
+from converters.backends.executorch.passes import QUANTIZED_EDGE_PASSES, half_attention_biases
 from converters.backends.executorch.quantize import LayerModes, QuantScope, fixed_modes, quantized_program
 from converters.examples import decoder_sample
 from converters.spec import ExportSpec
@@ -48,7 +48,8 @@ def lower(programs: dict[str, torch.export.ExportedProgram], quantized: bool = F
     """Exported programs (method name -> program) -> the bytes of one .pte, lowered to XNNPACK.
 
     Quantized programs take the dynamically quantized layers first, then everything else: with the one
-    default partitioner the int8 decoder failed to lower ("Invalid partition, found dependency cycles").
+    default partitioner the int8 decoder failed to lower ("Invalid partition, found dependency cycles");
+    and they take `passes.QUANTIZED_EDGE_PASSES` before partitioning.
     """
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import (
         XnnpackDynamicallyQuantizedPartitioner,
@@ -57,8 +58,9 @@ def lower(programs: dict[str, torch.export.ExportedProgram], quantized: bool = F
     from executorch.exir import to_edge_transform_and_lower
 
     parts = [XnnpackDynamicallyQuantizedPartitioner(), XnnpackPartitioner()] if quantized else [XnnpackPartitioner()]
+    passes = list(QUANTIZED_EDGE_PASSES) if quantized else None
     with quiet():
-        edge = to_edge_transform_and_lower(programs, partitioner=parts)
+        edge = to_edge_transform_and_lower(programs, transform_passes=passes, partitioner=parts)
         return edge.to_executorch().buffer
 
 
