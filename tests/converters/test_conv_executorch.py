@@ -209,3 +209,21 @@ def test_half_attention_biases_changes_the_embedding_little_and_restores_the_mod
         assert saved > 0 and float((half - ref).norm() / ref.norm()) < 1e-3
         assert "bias" not in vars(attn) and "bias_half" not in attn._buffers  # noqa: SLF001
         assert torch.equal(model.encode_image(x), ref)
+
+
+def test_layer_norms_by_linear_compute_the_layer_norm_and_restore_the_model(trained128):
+    from torch import nn
+
+    from converters.backends.executorch.passes import layer_norms_by_linear
+
+    model, _ = trained128
+    x = torch.randn(1, 3, 128, 128, generator=torch.Generator().manual_seed(1))
+    norms = [m for m in model.modules() if isinstance(m, nn.LayerNorm)]
+    with torch.no_grad():
+        ref = model.encode_image(x)
+        with layer_norms_by_linear(model) as n:
+            assert n == len(norms) > 20
+            by_linear = model.encode_image(x)
+        assert float((by_linear - ref).norm() / ref.norm()) < 1e-5
+        assert all("forward" not in vars(m) and "mean_row" not in m._buffers for m in norms)  # noqa: SLF001
+        assert torch.equal(model.encode_image(x), ref)

@@ -22,7 +22,11 @@ import torch
 from torch import nn
 
 from converters.backends.executorch import capabilities as caps
-from converters.backends.executorch.passes import QUANTIZED_EDGE_PASSES, half_attention_biases
+from converters.backends.executorch.passes import (
+    QUANTIZED_EDGE_PASSES,
+    half_attention_biases,
+    layer_norms_by_linear,
+)
 from converters.backends.executorch.quantize import LayerModes, QuantScope, fixed_modes, quantized_program
 from converters.examples import decoder_sample
 from converters.spec import ExportSpec
@@ -111,7 +115,10 @@ def write_programs(model: nn.Module, spec: ExportSpec, out_dir: Path, modes_of: 
 
     say(f"executorch: exporting encoder ({spec.precision})" + (f", calibrated on {len(calibration)} images"
                                                               if calibration else ""))
-    with half_attention_biases(model) if modes_of is not None else contextlib.nullcontext():
+    with contextlib.ExitStack() as passes:
+        passes.enter_context(layer_norms_by_linear(model))
+        if modes_of is not None:
+            passes.enter_context(half_attention_biases(model))
         ep = program(EncoderWrapper(model), (torch.randn(1, 3, s, s),), "encoder", calibration)
     say("executorch: lowering encoder to XNNPACK")
     (out_dir / spec.encoder_file).write_bytes(lower({caps.ENCODER_METHOD: ep}, modes_of is not None))
@@ -119,7 +126,8 @@ def write_programs(model: nn.Module, spec: ExportSpec, out_dir: Path, modes_of: 
     programs = {}
     for k, v in spec.decoder_variants().items():
         say(f"executorch: exporting decoder K={k}")
-        programs[str(v["signature"])] = program(dec, decoder_sample(spec, k), "decoder", [])
+        with layer_norms_by_linear(model):
+            programs[str(v["signature"])] = program(dec, decoder_sample(spec, k), "decoder", [])
     say("executorch: lowering the decoder methods " + ", ".join(programs) + " into one program")
     (out_dir / "decoder.pte").write_bytes(lower(programs, modes_of is not None))
     return scopes

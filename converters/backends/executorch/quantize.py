@@ -2,7 +2,7 @@
 
 Each layer is either static int8 (int8 weights per output channel, an int8 input of one scale, an int8
 output whose range is observed on the calibration images) or dynamic int8 (a Linear whose input XNNPACK
-quantizes per row at run time), or stays float. `LayerModes` names them; `LayerQuantizer` annotates
+quantizes per row at run time), or stays float. `LayerModes` names them; `layer_quantizer` annotates
 exactly those layers, so the package holds what its manifest says:
 - the `int8` precision and fixed mixed plans: every Linear dynamic, the encoder's Conv2d static with
   observed input ranges, the decoder's Linears dynamic (it has no calibrated prompts); a plan's
@@ -14,8 +14,8 @@ Measured at 1024 px, 2 threads (ExecuTorch 1.5.1, x86): the XNNPACK quantizer's 
 configuration never quantized a Conv2d (its filter also tests the BatchNorm-fused weight, which belongs
 to no module), and its annotation propagation quantizes TinyViT's window padding, which XNNPACK refuses
 at load ("Failed to create StaticConstantPad node"). Here only the layers themselves are annotated.
-Encoder medians at 1024 px, 2 threads, with the quantized programs' edge passes (`passes`): fp32 352 ms,
-every Linear dynamic 299 ms, every Linear/Conv2d static (the fc2s dynamic) 214 ms.
+Encoder medians at 1024 px, 2 threads, with the export's passes (`passes`): fp32 350 ms, every Linear
+dynamic 284 ms, every Linear/Conv2d static (the fc2s dynamic) 201 ms.
 """
 
 from __future__ import annotations
@@ -93,54 +93,52 @@ def _layer_path(node) -> str | None:  # noqa: ANN001 - an fx Node
     return _strip(list(stack.values())[-1][0]) if stack else None
 
 
-class LayerQuantizer:
+def layer_quantizer(modes: LayerModes):  # noqa: ANN201 - a torchao Quantizer (imported lazily)
     """PT2E quantizer annotating exactly the Linear/Conv2d layers of `modes` for XNNPACK (no propagation
-    through other ops). `annotated` holds the module paths it annotated, after `prepare_pt2e`."""
+    through other ops). Its `annotated` holds the module paths it annotated, after `prepare_pt2e`."""
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import get_symmetric_quantization_config
+    from torchao.quantization.pt2e.quantizer import (
+        FixedQParamsQuantizationSpec,
+        QuantizationAnnotation,
+        Quantizer,
+    )
 
-    def __new__(cls, modes: LayerModes):  # noqa: ANN204 - built on the lazily imported Quantizer base
-        from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import get_symmetric_quantization_config
-        from torchao.quantization.pt2e.quantizer import (
-            FixedQParamsQuantizationSpec,
-            QuantizationAnnotation,
-            Quantizer,
-        )
+    static_cfg = get_symmetric_quantization_config(is_per_channel=True)
+    dynamic_cfg = get_symmetric_quantization_config(is_per_channel=True, is_dynamic=True)
 
-        static_cfg = get_symmetric_quantization_config(is_per_channel=True)
-        dynamic_cfg = get_symmetric_quantization_config(is_per_channel=True, is_dynamic=True)
+    def input_spec(scale: float | None):  # noqa: ANN202
+        if scale is None:
+            return static_cfg.input_activation
+        return FixedQParamsQuantizationSpec(dtype=torch.int8, scale=float(scale), zero_point=0, quant_min=-128,
+                                            quant_max=127, qscheme=torch.per_tensor_affine)
 
-        def input_spec(scale: float | None):  # noqa: ANN202
-            if scale is None:
-                return static_cfg.input_activation
-            return FixedQParamsQuantizationSpec(dtype=torch.int8, scale=float(scale), zero_point=0, quant_min=-128,
-                                                quant_max=127, qscheme=torch.per_tensor_affine)
+    class _Quantizer(Quantizer):
+        annotated: set[str]
 
-        class _Quantizer(Quantizer):
-            annotated: set[str]
+        def annotate(self, gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
+            self.annotated = set()
+            for node in gm.graph.nodes:
+                if node.op != "call_function" or node.target not in (_LINEAR, _CONV):
+                    continue
+                path = _layer_path(node)
+                if path in modes.static:
+                    cfg, act, out = static_cfg, input_spec(modes.static[path]), static_cfg.output_activation
+                elif path in modes.dynamic and node.target is _LINEAR:
+                    cfg, act, out = dynamic_cfg, dynamic_cfg.input_activation, None
+                else:
+                    continue
+                qmap = {node.args[0]: act, node.args[1]: cfg.weight}
+                if len(node.args) > 2 and isinstance(node.args[2], torch.fx.Node) and cfg.bias is not None:
+                    qmap[node.args[2]] = cfg.bias
+                node.meta["quantization_annotation"] = QuantizationAnnotation(
+                    input_qspec_map=qmap, output_qspec=out, _annotated=True)
+                self.annotated.add(path)
+            return gm
 
-            def annotate(self, gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
-                self.annotated = set()
-                for node in gm.graph.nodes:
-                    if node.op != "call_function" or node.target not in (_LINEAR, _CONV):
-                        continue
-                    path = _layer_path(node)
-                    if path in modes.static:
-                        cfg, act, out = static_cfg, input_spec(modes.static[path]), static_cfg.output_activation
-                    elif path in modes.dynamic and node.target is _LINEAR:
-                        cfg, act, out = dynamic_cfg, dynamic_cfg.input_activation, None
-                    else:
-                        continue
-                    qmap = {node.args[0]: act, node.args[1]: cfg.weight}
-                    if len(node.args) > 2 and isinstance(node.args[2], torch.fx.Node) and cfg.bias is not None:
-                        qmap[node.args[2]] = cfg.bias
-                    node.meta["quantization_annotation"] = QuantizationAnnotation(
-                        input_qspec_map=qmap, output_qspec=out, _annotated=True)
-                    self.annotated.add(path)
-                return gm
+        def validate(self, gm: torch.fx.GraphModule) -> None:
+            pass
 
-            def validate(self, gm: torch.fx.GraphModule) -> None:
-                pass
-
-        return _Quantizer()
+    return _Quantizer()
 
 
 def quantized_program(module: nn.Module, args: tuple, modes: LayerModes,
@@ -150,7 +148,7 @@ def quantized_program(module: nn.Module, args: tuple, modes: LayerModes,
     `modes` the program does not run is not among them)."""
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    quantizer = LayerQuantizer(modes)
+    quantizer = layer_quantizer(modes)
     with torch.no_grad():
         graph = torch.export.export(module.eval(), args).module()
         prepared = prepare_pt2e(graph, quantizer)
