@@ -68,7 +68,8 @@ def lower(programs: dict[str, torch.export.ExportedProgram], quantized: bool = F
         return edge.to_executorch().buffer
 
 
-def _calibration_images(model: nn.Module, calibration) -> list[tuple[torch.Tensor]]:
+def calibration_images(model: nn.Module, calibration) -> list[tuple[torch.Tensor]]:  # noqa: ANN001
+    """The encoder's calibration inputs (argument tuples): the first images of `calibration`, else the bundled photos."""
     from tinysam.quant.calibrate import load_calibration_images, make_samples
 
     return [(s.image,) for s in make_samples(model, load_calibration_images(calibration, CALIBRATION_IMAGES))]
@@ -148,6 +149,6 @@ def export_executorch(model: nn.Module, spec: ExportSpec, out_dir: Path, plan: d
         modes, found = fixed_modes(module, plan, part)
         return modes, found.float
 
-    cal = _calibration_images(model, calibration) if quantized else []
+    cal = calibration_images(model, calibration) if quantized else []
     scopes = write_programs(model, spec, out_dir, modes_of if quantized else None, cal, say)
     return executorch_models(spec, scopes)

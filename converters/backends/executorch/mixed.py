@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from converters.backends.executorch.export import _calibration_images, executorch_models, write_programs
+from converters.backends.executorch.export import calibration_images, executorch_models, write_programs
 from converters.backends.executorch.quantize import LayerModes, in_part
 from converters.mixed_modes import split_from_modes
 from converters.precision import PrecisionPlan
@@ -48,7 +48,7 @@ def export_mixed(q: torch.nn.Module, spec: ExportSpec, out_dir: Path, plan: Prec
                            frozenset(n for n in dynamic if in_part(n, part))),
                 [n for n in kept if in_part(n, part)])
 
-    scopes = write_programs(snapped, spec, out_dir, modes_of, _calibration_images(snapped, calibration), say)
+    scopes = write_programs(snapped, spec, out_dir, modes_of, calibration_images(snapped, calibration), say)
     done = {n for s in scopes.values() for n in s.int8}
     missing = [n for n in static + dynamic if n not in done]
     layers[W8A8], layers[W8_ADYNAMIC] = [n for n in static if n in done], [n for n in dynamic if n in done]
