@@ -91,7 +91,8 @@ def build_package(model, model_info: dict, target: str, options: ConvertOptions,
             from converters.mixed_modes import set_weight_scales
 
             set_weight_scales(qmodel, plan.layer_modes)
-        extra_files = {**(extra_files or {}), SCALES_FILE: scales_json(qmodel)}
+        int8 = {n for n, m in plan.layer_modes.items() if m != "float"} if modal else None  # a plan's: its int8 layers
+        extra_files = {**(extra_files or {}), SCALES_FILE: scales_json(qmodel, int8)}
     final = Path(options.out_dir) / spec.package_name
     with AtomicPackage(final, zip_=options.zip, overwrite=options.overwrite) as pkg:
         for name, data in (extra_files or {}).items():

@@ -43,10 +43,11 @@ ANCHORS: dict[str, SpeedAnchors] = {
     "tflite": SpeedAnchors("tflite", 1024, 2, fp32_ms=446.5, dynamic_fc_ms=294.0, weights_only_ms=430.0,
                            fastest_ms=203.7, source="BENCHMARKS.md latency table (LiteRT fp32/int8/mixed/w8a8 "
                            "encoder medians, 1024 px, 2 threads, one bench run)"),
-    # ExecuTorch 1.5.1 / XNNPACK, the programs as the packages build them (`converters.backends.executorch.passes`:
-    # LayerNorm by Linear everywhere; int8: edge passes, float16 attention biases); no int8-weights-only mode.
-    "executorch": SpeedAnchors("executorch", 1024, 2, fp32_ms=350.4, dynamic_fc_ms=283.5, weights_only_ms=350.4,
-                               fastest_ms=200.6, source="encoder .pte medians of 9 interleaved rounds, 1024 px, 2 "
+    # ExecuTorch 1.5.1 / XNNPACK, the programs as the packages build them (`converters.backends.executorch`: one
+    # XNNPACK partitioner; LayerNorm by Linear and gathered attention biases everywhere; int8: edge passes);
+    # no int8-weights-only mode.
+    "executorch": SpeedAnchors("executorch", 1024, 2, fp32_ms=324.2, dynamic_fc_ms=189.6, weights_only_ms=324.2,
+                               fastest_ms=143.6, source="encoder .pte medians of 9 interleaved rounds, 1024 px, 2 "
                                "threads: fp32; every Linear dynamic int8 with float Conv2d; every Linear/Conv2d "
                                "static int8 but the post-GELU fc2s dynamic"),
 }

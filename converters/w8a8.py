@@ -142,13 +142,14 @@ def _f32(values: torch.Tensor) -> list[float]:
     return [float(str(v)) for v in np.asarray(values.detach().cpu(), np.float32).reshape(-1)]
 
 
-def scales_json(q: torch.nn.Module) -> bytes:
-    """The scales of every calibrated layer of `q` as JSON bytes (symmetric, zero point 0)."""
+def scales_json(q: torch.nn.Module, only: set[str] | None = None) -> bytes:
+    """The scales of every calibrated layer of `q` (of those in `only`, when given) as JSON bytes (symmetric,
+    zero point 0)."""
     from tinysam.quant.qmodel import quant_layers
 
     layers = {}
     for name, layer in quant_layers(q).items():
-        if not layer.calibrated:
+        if not layer.calibrated or (only is not None and name not in only):
             continue
         d: dict = {"a_kind": layer.a_kind, "a_scale": _f32(layer.a_scale)[0]}
         if hasattr(layer, "b_scale"):

@@ -194,20 +194,24 @@ def test_layer_quantizer_quantizes_exactly_the_named_layers_with_the_given_scale
     assert sum(n.target == torch.ops.quantized_decomposed.dequantize_per_channel.default for n in nodes) == 2
 
 
-def test_half_attention_biases_changes_the_embedding_little_and_restores_the_model(trained128):
-    from converters.backends.executorch.passes import half_attention_biases
+def test_gathered_attention_biases_give_the_same_embedding_and_restore_the_model(trained128):
+    from converters.backends.executorch.passes import gathered_attention_biases
     from tinysam.modeling.tiny_vit import Attention
 
     model, _ = trained128
     x = torch.randn(1, 3, 128, 128, generator=torch.Generator().manual_seed(0))
+    attn = next(m for m in model.modules() if isinstance(m, Attention))
     with torch.no_grad():
         ref = model.encode_image(x)
-        with half_attention_biases(model) as saved:
-            half = model.encode_image(x)
-            attn = next(m for m in model.modules() if isinstance(m, Attention))
-            assert attn.bias().dtype == torch.float32 and attn.bias_half.dtype == torch.float16
-        assert saved > 0 and float((half - ref).norm() / ref.norm()) < 1e-3
-        assert "bias" not in vars(attn) and "bias_half" not in attn._buffers  # noqa: SLF001
+        with gathered_attention_biases(model) as left_out:
+            model.eval()  # would rebuild the cache
+            assert "bias_cache" not in attn._buffers and "bias_cache" not in vars(attn)  # noqa: SLF001
+            gathered = model.encode_image(x)
+            n = attn.attention_bias_idxs.shape[0]
+            exported = torch.export.export(attn, (torch.randn(2, n, attn.qkv.in_features),))
+        assert left_out > 0 and float((gathered - ref).norm() / ref.norm()) < 1e-6
+        assert not any(b.shape == attn.bias_cache.shape for b in exported.buffers())  # the cache is not in the program
+        assert "bias" not in vars(attn) and "bias_cache" not in vars(attn) and "bias_cache" in attn._buffers  # noqa: SLF001
         assert torch.equal(model.encode_image(x), ref)
 
 

@@ -143,6 +143,12 @@ def test_executorch_mixed_package_runs_the_plan(tiny_model, measured, tmp_path):
         # the quantizer reports what it quantized: every int8 layer of the plan the program runs
         assert models[part]["int8_layers"]["int8"] == len(int8 - {"image_encoder.head"}), part
     assert "int8_weights" not in modes.values()  # no weight-only int8 form in the XNNPACK quantizer
+    from converters.verify import verify_package
+    from converters.w8a8 import SCALES_FILE
+
+    scaled = set(json.loads((res.path / SCALES_FILE).read_text())["layers"])
+    assert scaled == {n for n, mode in modes.items() if mode != "float"}  # only the plan's int8 layers
+    assert verify_package(res.path)["ok"]  # the reference rebuilt from those scales passes the gate again
 
 
 def test_convert_prints_plan_speed_accuracy_and_rejected(measured):
