@@ -231,3 +231,28 @@ def test_layer_norms_by_linear_compute_the_layer_norm_and_restore_the_model(trai
         assert float((by_linear - ref).norm() / ref.norm()) < 1e-5
         assert all("forward" not in vars(m) and "mean_row" not in m._buffers for m in norms)  # noqa: SLF001
         assert torch.equal(model.encode_image(x), ref)
+
+
+def test_without_unused_buffers_drops_only_the_buffers_no_op_reads():
+    from torch import nn
+
+    from converters.backends.executorch.passes import without_unused_buffers
+
+    class M(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.register_buffer("used", torch.ones(3))
+            self.register_buffer("unused", torch.zeros(1000), persistent=False)
+            self.lin = nn.Linear(3, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.lin(x) + self.used
+
+    x = torch.randn(2, 3)
+    ep = torch.export.export(M().eval(), (x,))
+    want = ep.module()(x)
+    assert "unused" in {s.target for s in ep.graph_signature.input_specs}
+    ep = without_unused_buffers(ep)
+    targets = {s.target for s in ep.graph_signature.input_specs}
+    assert "unused" not in targets and "used" in targets and "unused" not in ep.constants
+    assert torch.equal(ep.module()(x), want)

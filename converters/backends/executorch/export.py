@@ -26,6 +26,7 @@ from converters.backends.executorch.passes import (
     QUANTIZED_EDGE_PASSES,
     gathered_attention_biases,
     layer_norms_by_linear,
+    without_unused_buffers,
 )
 from converters.backends.executorch.quantize import LayerModes, QuantScope, fixed_modes, quantized_program
 from converters.examples import decoder_sample
@@ -54,13 +55,15 @@ def lower(programs: dict[str, torch.export.ExportedProgram], quantized: bool = F
     One `XnnpackPartitioner` takes float, static and dynamic int8 ops together. (With the dynamically
     quantized layers taken first by their own partitioner, every dynamic Linear became its own delegate
     call: 221 calls in a mixed encoder instead of 3, 233 ms instead of 177 ms at 1024 px, same outputs.)
-    Quantized programs take `passes.QUANTIZED_EDGE_PASSES` before partitioning.
+    Quantized programs take `passes.QUANTIZED_EDGE_PASSES` before partitioning; no program keeps buffers it
+    does not read (`passes.without_unused_buffers`).
     """
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
 
     passes = list(QUANTIZED_EDGE_PASSES) if quantized else None
     with quiet():
+        programs = {name: without_unused_buffers(ep) for name, ep in programs.items()}
         edge = to_edge_transform_and_lower(programs, transform_passes=passes, partitioner=[XnnpackPartitioner()])
         return edge.to_executorch().buffer
 

@@ -10,6 +10,10 @@ delegate, on constants only): exact values; 28.3 -> 23.5 MB fp32 and 9.3 -> 7.2 
 `QUANTIZED_EDGE_PASSES`: graph rewrites that let XNNPACK take the attention whole (see there).
 
 `layer_norms_by_linear` (every ExecuTorch export, fp32 included): LayerNorm in ops XNNPACK runs.
+
+`without_unused_buffers` (every exported program): ExecuTorch drops unused parameters but keeps unused buffers.
+The decoder programs are exported from a wrapper of the whole model, so the fp32 decoder.pte held the encoder's
+attention bias caches and indices: 21.7 MB instead of 16.2.
 """
 
 from __future__ import annotations
@@ -131,3 +135,22 @@ def _splits_as_slices(gm: torch.fx.GraphModule):  # noqa: ANN202 - an executorch
 # 221 ms with both. fp32 programs do not take them: the same passes made the fp32 encoder slower (355 ms ->
 # 448 ms), so they are left out there.
 QUANTIZED_EDGE_PASSES = (_drop_noop_expands, _splits_as_slices)
+
+
+def without_unused_buffers(ep: torch.export.ExportedProgram) -> torch.export.ExportedProgram:
+    """`ep` without the buffers and constant tensors no op reads (in place; returns `ep`)."""
+    from torch.export.graph_signature import InputKind
+
+    sig = ep.graph_signature
+    mutated = set(sig.buffers_to_mutate.values())
+    nodes = {n.name: n for n in ep.graph_module.graph.nodes if n.op == "placeholder"}
+    unused = [s for s in sig.input_specs
+              if s.kind in (InputKind.BUFFER, InputKind.CONSTANT_TENSOR) and s.target not in mutated
+              and not nodes[s.arg.name].users]
+    for spec in unused:
+        sig.input_specs.remove(spec)
+        ep.state_dict.pop(spec.target, None)
+        ep.constants.pop(spec.target, None)
+        ep.graph_module.graph.erase_node(nodes[spec.arg.name])
+    ep.graph_module.recompile()
+    return ep
