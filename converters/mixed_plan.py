@@ -229,7 +229,7 @@ class PlanMeasurer:
         """The measured plan of `target` within `budget`."""
         from converters.backends import get_backend
         from converters.mixed_modes import group_options, layer_modes
-        from converters.mixed_select import Search, choose, search_plans
+        from converters.mixed_select import Search, search_and_choose
         from converters.mixed_speed import speed_table
         from tinysam.quant.qmodel import group_regex, quant_layers
 
@@ -251,8 +251,7 @@ class PlanMeasurer:
             return ratio, self.size_mb(modes, support.float_weight_bytes), ms
 
         search = Search({g.name: g.modes for g in groups}, isolated, lambda c: self.drop(layer_modes(groups, c)), cost)
-        points = search_plans(search, budget)
-        picked = choose(points, budget, confirm=lambda p: self.drop(layer_modes(groups, dict(p.choice)), which="confirm"))
+        picked = search_and_choose(search, budget, lambda p: self.drop(layer_modes(groups, dict(p.choice)), which="confirm"))
         chosen, points = picked.chosen, picked.points
         modes = layer_modes(groups, dict(chosen.choice))
         gains = {g.name: {m: {"iou_drop_alone": round(isolated[(g.name, m)], 6),

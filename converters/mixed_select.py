@@ -11,7 +11,8 @@ what measures no worse.
 Then, with exactly one budget:
 - `max_iou_drop` (default 0.01): the fastest measured plan whose drop is within it, both on the search's
   scenes and, measured again, on scenes the search never saw (`confirm`): the fastest of many plans that
-  fit the search's few scenes is, by being picked, the one whose drop those scenes understate most;
+  fit the search's few scenes is, by being picked, the one whose drop those scenes understate most; when none
+  holds there, the search runs again for a drop tighter by the overshoot (`search_and_choose`);
 - `max_latency_ratio` (encoder latency / fp32): the most accurate measured plan within it;
 - `max_size_mb` (weights: int8 1 byte, float layers as the target stores them): the most accurate
   measured plan within it.
@@ -28,6 +29,7 @@ MAX_STEPS = 60
 MAX_TIGHTEN = 40  # backward-pass trials at most (each measures the whole plan once)
 BACK = " (back)"  # how a backward-pass trial's move ends
 MAX_CONFIRM = 8  # plans within an IoU budget measured again on the confirmation scenes, fastest first
+CONFIRM_ROUNDS = 3  # searches again for a tighter drop when no plan held on the confirmation scenes
 
 
 @dataclass(frozen=True)
@@ -244,8 +246,8 @@ def choose(points: list[PlanPoint], budget: Budget, rejected: int = 3,
            confirm: Callable[[PlanPoint], float] | None = None) -> Choice:
     """The plan the budget picks among `points` (ValueError naming the closest plan if none fits).
 
-    With an IoU budget and `confirm` (a plan -> its IoU drop on other scenes), the plans within the budget are
-    measured again fastest first (at most `MAX_CONFIRM`) and the first whose confirmation drop is within it too
+    With an IoU budget and `confirm` (a plan -> its IoU drop on other scenes), the frontier plans within the budget
+    are measured again fastest first (at most `MAX_CONFIRM`) and the first whose confirmation drop is within it too
     is chosen; if none is, the one with the smallest worse-of-both drop (its `confirm_drop` says so)."""
     if not points:
         raise ValueError("no measured mixed plan to choose from")
@@ -255,7 +257,7 @@ def choose(points: list[PlanPoint], budget: Budget, rejected: int = 3,
         raise ValueError(f"no measured mixed plan within {budget.describe()}: the closest has "
                          f"{budget.kind.replace('_', ' ')} {getattr(near, budget.kind):.4g}")
     if budget.kind == "iou_drop":
-        order = sorted(fits, key=lambda p: (p.latency_ratio, p.iou_drop))
+        order = frontier(fits)  # by latency; a plan another beats on both counts is never the better pick
         chosen = order[0]
         if confirm is not None:
             tried = {id(p): replace(p, confirm_drop=float(confirm(p))) for p in order[:MAX_CONFIRM]}
@@ -269,3 +271,34 @@ def choose(points: list[PlanPoint], budget: Budget, rejected: int = 3,
     others = better[:rejected] + [p for p in points if budget.fits(p) and p is not chosen and p not in better][
         : max(0, rejected - len(better))]
     return Choice(chosen, others[:rejected], frontier(points), budget, points)
+
+
+def _unique(points: list[PlanPoint]) -> list[PlanPoint]:
+    """`points` without the repeats of a plan (a later search passes measured plans again; first kept)."""
+    seen: set[tuple] = set()
+    out = []
+    for p in points:
+        key = tuple(sorted(p.choice.items()))
+        if key not in seen:
+            seen.add(key)
+            out.append(p)
+    return out
+
+
+def search_and_choose(search: Search, budget: Budget, confirm: Callable[[PlanPoint], float] | None = None) -> Choice:
+    """`search_plans` then `choose`. With an IoU budget and `confirm`: when no plan within the budget holds on
+    the confirmation scenes, the search runs again for a drop tighter by the overshoot (measured plans are
+    cached), at most `CONFIRM_ROUNDS` times; the choice is always made against the budget itself."""
+    def round_(limit: float) -> Choice:
+        search_plans(search, Budget.of(max_iou_drop=limit) if budget.kind == "iou_drop" else budget)
+        return choose(_unique(search.points), budget, confirm=confirm if budget.kind == "iou_drop" else None)
+
+    limit = budget.limit
+    picked = round_(limit)
+    for _ in range(CONFIRM_ROUNDS):
+        again = picked.chosen.confirm_drop
+        if again is None or again <= budget.limit + 1e-12:
+            break
+        limit = min(limit, picked.chosen.iou_drop) * budget.limit / again
+        picked = round_(limit)
+    return picked

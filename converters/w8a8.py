@@ -73,17 +73,19 @@ FLOAT_LAYERS = (
 )
 
 
+def _reason(rules: tuple[FloatRule, ...], name: str) -> str | None:
+    return next((r.reason for r in rules if re.match(r.pattern, name)), None)
+
+
 def float_layer_reason(name: str) -> str | None:
     """Why `name` stays float, weights included, in W8A8 packages (`FLOAT_LAYERS`), or None."""
-    return next((r.reason for r in FLOAT_LAYERS if re.match(r.pattern, name)), None)
+    return _reason(FLOAT_LAYERS, name)
 
 
 def float_activation_reason(name: str) -> str | None:
     """Why `name`'s input stays float in W8A8 packages (`FLOAT_ACTIVATION_LAYERS`), or None."""
-    for rule in FLOAT_ACTIVATION_LAYERS:
-        if re.match(rule.pattern, name):
-            return rule.reason
-    return None
+    return _reason(FLOAT_ACTIVATION_LAYERS, name)
+
 
 # Layer categories of the manifest (`precision_plan.layers`).
 W8A8 = "int8_weights_int8_activations"

@@ -141,7 +141,6 @@ def export_executorch(model: nn.Module, spec: ExportSpec, out_dir: Path, plan: d
     if spec.precision not in caps.CAPABILITIES.precisions:
         raise ValueError(f"executorch packages support precisions {', '.join(caps.CAPABILITIES.precisions)}, "
                          f"not {spec.precision!r}")
-    work.mkdir(parents=True, exist_ok=True)
     quantized = spec.precision in ("int8", "mixed")
 
     def modes_of(part: str, module: nn.Module) -> tuple[LayerModes, list[str]]:

@@ -32,7 +32,6 @@ def export_mixed(q: torch.nn.Module, spec: ExportSpec, out_dir: Path, plan: Prec
     from tinysam.quant.qmodel import quant_layers
 
     say = progress or (lambda msg: None)
-    work.mkdir(parents=True, exist_ok=True)
     layers = split_from_modes(q, plan.layer_modes)
     static, dynamic = layers[W8A8], layers[W8_ADYNAMIC]
     unsupported = [n for n in layers if n not in (W8A8, W8_ADYNAMIC, FLOAT) and layers[n]]
