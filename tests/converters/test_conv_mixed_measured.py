@@ -61,6 +61,11 @@ def test_onnx_package_with_measured_plan(tiny_model, measured, tmp_path):
     assert quantized and not [n for n in quantized if keep_float_name(measured.plan, n)]
     assert bool(kept_float) == bool(enc_kept)
     assert not [n for n in graph.node if n.op_type in ("DynamicQuantizeLinear", "MatMulInteger")]  # float compute
+    dec = onnx.load(str(res.path / "decoder_k1.onnx"), load_external_data=False).graph
+    pe = "model.prompt_encoder.pe_layer.positional_encoding_gaussian_matrix"
+    assert pe in {i.name for i in dec.initializer}  # the prompt encoder's weights stay float (weight_only.FLOAT_WEIGHT_PREFIX)
+    assert not [i.name for i in dec.initializer if i.name.startswith("model.prompt_encoder.") and i.name.endswith("_codes")]
+    assert [i.name for i in dec.initializer if i.name.endswith("_int8w_codes")]  # the decoder's layers are int8
 
 
 def test_tflite_regex_follows_litert_module_names(tiny_model):

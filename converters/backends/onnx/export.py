@@ -12,7 +12,7 @@ from converters.backends.onnx.compact import compact_file
 from converters.backends.onnx.large import copy_onnx, needs_external_data, save_onnx
 from converters.backends.onnx.recipes import onnx_nodes_to_exclude
 from converters.backends.onnx.shared_weights import SHARED_WEIGHTS, share_weights
-from converters.backends.onnx.weight_only import quantize_weights_int8
+from converters.backends.onnx.weight_only import float_weight_nodes, quantize_weights_int8
 from converters.examples import decoder_sample, encoder_sample, fast_decoder_sample
 from converters.fast_decoder import DecoderPrep, FastPromptDecoder
 from converters.precision import PrecisionPlan
@@ -62,6 +62,7 @@ def _convert_precision(src: Path, dst: Path, precision: str, plan: PrecisionPlan
                           all_tensors_to_one_file=True)
     pre_model = onnx.load(str(pre), load_external_data=False)
     exclude = onnx_nodes_to_exclude(plan, [(n.name, n.op_type) for n in pre_model.graph.node])
+    exclude += sorted(float_weight_nodes(pre_model.graph))
     dyn = work / (src.stem + "_dynamic.onnx")
     quantize_dynamic(str(pre), str(dyn), weight_type=QuantType.QInt8, per_channel=True,
                      op_types_to_quantize=QUANT_OPS, nodes_to_exclude=exclude,
