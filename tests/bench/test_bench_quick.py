@@ -145,3 +145,17 @@ def test_targets_report_misses_and_untrained_weights():
     assert got["litert mixed 1 - mask IoU vs torch fp32 masks"]["status"] == "MISS"
     assert got["convert tflite/fp32"]["status"] == "MISS"
     assert all(t["applies"] for t in got.values())
+
+
+def test_goal_fastest_accurate_package_against_torch_eager():
+    from bench.ptq_goal import fastest_accurate
+
+    def row(target: str, mixed: float, agree: bool, eager: float | None = None) -> dict:
+        ms = {"fp32": 300.0, "mixed": mixed} | ({"torch_fp32": eager} if eager else {})
+        return {"target": target, "encoder_ms": ms, "checks": {"agreement": {"met": agree}}}
+
+    rows = [row("tflite", 150.0, True, eager=1000.0), row("executorch", 120.0, False), row("onnx", 190.0, True)]
+    got = fastest_accurate(rows)
+    assert got["target"] == "tflite" and got["speedup"] == 6.67 and got["met"]  # the faster one disagrees
+    assert not fastest_accurate([row("tflite", 250.0, True, eager=1000.0)])["met"]  # 4x
+    assert fastest_accurate([row("onnx", 190.0, True)]) is None  # torch eager not timed
