@@ -30,7 +30,8 @@ def onnx_nodes_to_exclude(plan: PrecisionPlan, nodes: list[tuple[str, str]]) -> 
 APPLIED = AppliedTables(
     int8={
         "weights": "int8 per-channel: MatMul/Gemm by onnxruntime quantize_dynamic, Conv/ConvTranspose "
-                   "weight-only (int8 initializer + Cast + Mul, folded at load); kept-float layers float32",
+                   "weight-only (int8 initializer + Cast + Mul, folded at load); kept-float layers and the prompt "
+                   "encoder's weights float32",
         "activations": "MatMul/Gemm inputs quantized per tensor at run time (MatMulInteger); convolutions float32 "
                        "(ConvInteger was 2x slower than fp32 here); everything else (LayerNorm, softmax, GELU, "
                        "attention products) float32",
@@ -38,7 +39,7 @@ APPLIED = AppliedTables(
     mixed={
         "weights": "int8 per-channel, max-based symmetric scales (converters.backends.onnx.weight_only: int8 "
                    "initializer + Cast + Mul, folded to float when the session loads), MatMul/Gemm/Conv/ConvTranspose; "
-                   "kept layers float32",
+                   "kept layers and the prompt encoder's weights float32",
         "activations": "float32 (no run-time quantization: the masks are the measured fake-quant model's)",
     },
     w8a8={
