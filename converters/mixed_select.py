@@ -6,8 +6,8 @@ taking the move that buys back the most accuracy per unit of cost: accuracy from
 measured drop at each mode (quantized alone, the rest float), cost = the latency ratio it adds (the
 target's cost table) plus the weight bytes it adds as a share of the all-float plan's.
 After every move the whole plan's mask-IoU drop is measured; each measured plan is a point. With an
-IoU budget, a backward pass then tries each slowed group back at a faster mode (`tighten`), keeping
-what measures no worse.
+IoU budget, a backward pass then tries each slowed group back at a faster mode (`tighten`; a move back that
+saves only bytes counts too), keeping what measures no worse.
 Then, with exactly one budget:
 - `max_iou_drop` (default 0.01): the fastest measured plan whose drop is within it, both on the search's
   scenes and, measured again, on scenes the search never saw (`confirm`): the fastest of many plans that
@@ -171,19 +171,21 @@ class Search:
 
 def tighten(search: Search, start: PlanPoint, budget: Budget, step: int, max_trials: int = MAX_TIGHTEN) -> None:
     """Backward pass from `start` (a plan within an IoU budget): each group the forward search slowed is
-    tried back at a faster mode, the biggest predicted latency gain first; the next trials build on a trial
+    tried back at a faster mode, the biggest predicted gain first (latency, and bytes as a share of the all-float
+    plan's: a decoder group costs no encoder time but its float weights still weigh); the next trials build on a trial
     only when the whole plan, measured again, is no worse than before it (and within the budget): early
     moves taken while the plan was far over budget are often not needed once later moves fixed the layers
     that mattered. Every trial is a measured plan the budget may choose. (Building on every trial that
     merely stayed within the budget walked the plan to the budget's edge on its few scenes, and lost 0.014
     of mask agreement on the held-out ones.)"""
     choice = dict(start.choice)
-    ratio, drop = start.latency_ratio, start.iou_drop
+    ratio, size, drop = start.latency_ratio, start.size_mb, start.iou_drop
     trials = []
     for g, mode in choice.items():
         modes = search.modes[g]
         for faster in modes[modes.index(mode) + 1:]:
-            gain = ratio - search.cost({**choice, g: faster})[0]
+            r, s, _ = search.cost({**choice, g: faster})
+            gain = (ratio - r) + (size - s) / search.float_size_mb  # priced as `Search.next_move` prices a move
             if gain > 1e-9:
                 trials.append((gain, g, faster))
     done: set[str] = set()
@@ -234,12 +236,19 @@ class Choice:
     points: list[PlanPoint] = field(default_factory=list)  # every measured plan, confirmation drops included
 
 
+def _beats(q: PlanPoint, p: PlanPoint) -> bool:
+    """`q` is no slower and no less accurate than `p` and better on one of them; at equal speed and accuracy,
+    smaller."""
+    lat, drop = q.latency_ratio - p.latency_ratio, q.iou_drop - p.iou_drop
+    if abs(lat) <= 1e-12 and abs(drop) <= 1e-12:
+        return q.size_mb < p.size_mb - 1e-9
+    return lat <= 1e-12 and drop <= 1e-12
+
+
 def frontier(points: list[PlanPoint]) -> list[PlanPoint]:
-    """Measured plans no other plan beats on both latency ratio and IoU drop (by latency)."""
-    out = [p for p in points if not any((q.latency_ratio <= p.latency_ratio and q.iou_drop < p.iou_drop)
-                                        or (q.latency_ratio < p.latency_ratio and q.iou_drop <= p.iou_drop)
-                                        for q in points)]
-    return sorted(out, key=lambda p: p.latency_ratio)
+    """Measured plans no other plan beats on latency ratio and IoU drop (size breaks a tie), by latency."""
+    out = [p for p in points if not any(_beats(q, p) for q in points)]
+    return sorted(out, key=lambda p: (p.latency_ratio, p.iou_drop, p.size_mb))
 
 
 def choose(points: list[PlanPoint], budget: Budget, rejected: int = 3,

@@ -244,6 +244,25 @@ def test_backward_pass_undoes_moves_that_were_not_needed():
     assert dict(choose(points, Budget.of(max_iou_drop=0.01)).chosen.choice) == {"a": "static_int8", "b": "float"}
 
 
+def test_backward_pass_gives_back_bytes_a_decoder_group_did_not_need():
+    """A decoder group (no encoder time, 3 MB of float weights) slowed to float first does not fix the plan;
+    the backward pass measures it back at int8 weights, and at equal speed and drop the smaller plan wins."""
+    from converters.mixed_select import Search, search_plans
+
+    modes = {"enc": ("float", "static_int8"), "dec": ("float", "int8_weights")}
+    isolated = {("enc", "static_int8"): 0.02, ("dec", "int8_weights"): 0.015}
+
+    def cost(choice: dict) -> tuple[float, float, None]:
+        return 0.5 + 0.5 * (choice["enc"] == "float"), 7.0 + 3.0 * (choice["dec"] == "float"), None
+
+    search = Search(modes, isolated, lambda c: 0.02 if c["enc"] == "static_int8" else 0.0, cost)
+    points = search_plans(search, Budget.of(max_iou_drop=0.01))
+    assert [p.move for p in points][1:3] == ["dec -> float", "enc -> float"]
+    assert "dec -> int8_weights (back)" in [p.move for p in points]
+    chosen = choose(points, Budget.of(max_iou_drop=0.01)).chosen
+    assert dict(chosen.choice) == {"enc": "float", "dec": "int8_weights"} and chosen.size_mb == 7.0
+
+
 def test_search_runs_again_for_a_tighter_drop_when_no_plan_holds_on_the_confirmation_scenes():
     """Two groups; the confirmation scenes see 1.5x the search's drop. The plan that fits the search's scenes
     does not hold there, so the search goes on to a slower plan that does."""
