@@ -5,6 +5,8 @@ one mode slower (`GroupOptions.modes`, e.g. static int8 -> dynamic int8 -> int8 
 taking the move that buys back the most accuracy per unit of cost: accuracy from each group's
 measured drop at each mode (quantized alone, the rest float), cost = the latency ratio it adds (the
 target's cost table) plus the weight bytes it adds as a share of the all-float plan's.
+When no move recovers anything measured alone but the plan is still over an IoU budget, each group is tried
+at float on the whole plan and the one measuring lowest is taken (`Search.stalled_move`).
 After every move the whole plan's mask-IoU drop is measured; each measured plan is a point. With an
 IoU budget, a backward pass then tries each slowed group back at a faster mode (`tighten`; a move back that
 saves only bytes counts too), keeping what measures no worse.
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 
 EXTRA_STEPS = 2  # moves measured past the point that meets an IoU budget (slower alternatives for the frontier)
 MAX_STEPS = 60
@@ -131,42 +134,55 @@ class Search:
         self.points.append(p)
         return p
 
-    @property
+    @cached_property
     def float_size_mb(self) -> float:
         """Weight size of the all-float plan (the unit of a move's size cost)."""
         return self.cost({g: ms[0] for g, ms in self.modes.items()})[1]
 
-    def next_move(self, choice: dict[str, str], budget: Budget, stalled: bool = False) -> tuple[str, str] | None:
-        """(group, slower mode) that recovers the most drop per cost and keeps a cost budget; a move's
-        cost is the latency ratio it adds plus the weight size it adds as a share of the all-float plan's
-        (so layers that cost no encoder time, the decoder's, still pay for their bytes).
+    def price(self, before: tuple[float, float, float | None], after: tuple[float, float, float | None]) -> float:
+        """What going from a plan costing `before` to one costing `after` (`cost` tuples) costs: the latency ratio
+        it adds plus the weight size it adds as a share of the all-float plan's (so layers that cost no encoder
+        time, the decoder's, still pay for their bytes)."""
+        return max(after[0] - before[0], 0.0) + max(after[1] - before[1], 0.0) / self.float_size_mb
 
-        Any slower mode of a group is a candidate (a jump past a mode that measured worse alone). With
-        `stalled` (no candidate recovers anything measured alone, but the plan is still over an IoU budget),
-        the group with the largest drop alone goes to float: groups interact, the whole plan is measured next.
-        """
-        now_ratio, now_size, _ = self.cost(choice)
+    def next_move(self, choice: dict[str, str], budget: Budget) -> tuple[str, str] | None:
+        """(group, slower mode) that recovers the most drop measured alone per `price`, within a cost budget.
+        Any slower mode of a group is a candidate (a jump past a mode that measured worse alone)."""
+        now = self.cost(choice)
         best, best_score = None, 0.0
         for g, mode in choice.items():
             modes = self.modes[g]
             for slower in modes[: modes.index(mode)]:
                 benefit = self.isolated.get((g, mode), 0.0) - self.isolated.get((g, slower), 0.0)
-                if benefit <= 0 and not stalled:
+                if benefit <= 0:
                     continue
-                trial = {**choice, g: slower}
-                ratio, size, _ = self.cost(trial)
-                if budget.kind == "latency_ratio" and ratio > budget.limit:
+                trial = self.cost({**choice, g: slower})
+                if budget.kind == "latency_ratio" and trial[0] > budget.limit:
                     continue
-                if budget.kind == "size_mb" and size > budget.limit:
+                if budget.kind == "size_mb" and trial[1] > budget.limit:
                     continue
-                if stalled:
-                    score = 1.0 + self.isolated.get((g, mode), 0.0) if slower == modes[0] else 0.0
-                else:
-                    price = max(ratio - now_ratio, 0.0) + max(size - now_size, 0.0) / self.float_size_mb
-                    score = benefit / (price + 1e-4)
+                score = benefit / (self.price(now, trial) + 1e-4)
                 if score > best_score:
                     best, best_score = (g, slower), score
         return best
+
+    def stalled_move(self, choice: dict[str, str]) -> tuple[str, str] | None:
+        """The move when no candidate recovers anything measured alone but the plan is still over an IoU budget
+        (drops alone come from few scenes, and groups interact): each group not yet at its slowest mode is tried
+        there on the whole plan, and the one whose plan measures the lowest drop is taken, if it is lower than
+        now; else the group with the largest drop alone goes to its slowest mode. The trials are not recorded
+        as plans (the one taken is, as the search's next step)."""
+        now, best = self.evaluate(choice), None
+        for g, mode in choice.items():
+            slowest = self.modes[g][0]
+            if mode != slowest:
+                drop = float(self.evaluate({**choice, g: slowest}))
+                if drop < now - 1e-12:
+                    best, now = (g, slowest), drop
+        if best is not None:
+            return best
+        left = [(self.isolated.get((g, m), 0.0), g) for g, m in choice.items() if m != self.modes[g][0]]
+        return (max(left)[1], self.modes[max(left)[1]][0]) if left else None
 
 
 def tighten(search: Search, start: PlanPoint, budget: Budget, step: int, max_trials: int = MAX_TIGHTEN) -> None:
@@ -178,14 +194,13 @@ def tighten(search: Search, start: PlanPoint, budget: Budget, step: int, max_tri
     that mattered. Every trial is a measured plan the budget may choose. (Building on every trial that
     merely stayed within the budget walked the plan to the budget's edge on its few scenes, and lost 0.014
     of mask agreement on the held-out ones.)"""
-    choice = dict(start.choice)
-    ratio, size, drop = start.latency_ratio, start.size_mb, start.iou_drop
+    choice, drop = dict(start.choice), start.iou_drop
+    now = search.cost(choice)
     trials = []
     for g, mode in choice.items():
         modes = search.modes[g]
         for faster in modes[modes.index(mode) + 1:]:
-            r, s, _ = search.cost({**choice, g: faster})
-            gain = (ratio - r) + (size - s) / search.float_size_mb  # priced as `Search.next_move` prices a move
+            gain = search.price(search.cost({**choice, g: faster}), now)  # what the forward move cost
             if gain > 1e-9:
                 trials.append((gain, g, faster))
     done: set[str] = set()
@@ -213,7 +228,7 @@ def search_plans(search: Search, budget: Budget, max_steps: int = MAX_STEPS) -> 
             extra += 1
         move = search.next_move(choice, budget)
         if move is None and budget.kind == "iou_drop" and p.iou_drop > budget.limit:
-            move = search.next_move(choice, budget, stalled=True)
+            move = search.stalled_move(choice)
         if move is None:
             break
         g, mode = move

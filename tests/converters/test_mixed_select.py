@@ -278,3 +278,21 @@ def test_search_runs_again_for_a_tighter_drop_when_no_plan_holds_on_the_confirma
     assert picked.chosen.iou_drop <= 0.01 and picked.chosen.confirm_drop <= 0.01
     assert sorted(picked.chosen.choice.values()) == ["dynamic_int8", "dynamic_int8"]  # static+dynamic fit 0.009 only
     assert len({tuple(sorted(p.choice.items())) for p in picked.points}) == len(picked.points)  # no repeats
+
+
+def test_a_stalled_search_measures_which_group_to_give_float():
+    """Drops alone (from one scene) say no group costs anything, yet the plan is over budget: the search tries each
+    group at float on the whole plan and takes the one that measures lowest (here the last of three), not the first."""
+    from converters.mixed_select import Search, search_plans
+
+    modes = {g: ("float", "static_int8") for g in ("a", "b", "c")}
+    isolated = {(g, "static_int8"): 0.0 for g in modes}
+
+    def cost(choice: dict) -> tuple[float, float, None]:
+        return 0.4 + 0.2 * sum(m == "float" for m in choice.values()), 1.0, None
+
+    search = Search(modes, isolated, lambda c: 0.0 if c["c"] == "float" else 0.02, cost)
+    points = search_plans(search, Budget.of(max_iou_drop=0.01))
+    assert points[1].move == "c -> float" and points[1].iou_drop == 0.0
+    assert dict(choose(points, Budget.of(max_iou_drop=0.01)).chosen.choice) == {"a": "static_int8", "b": "static_int8",
+                                                                                  "c": "float"}
