@@ -138,7 +138,7 @@ def run_ptq(model_name: str = "tinysam", image_size: int = 1024, targets: tuple[
     if checkpoint is None and not untrained:
         from tinysam.defaults import find_default_weights
 
-        found = find_default_weights(model_name)
+        found = find_default_weights(model_name, image_size=image_size)
         checkpoint = str(found.path) if found is not None else None
     model, info = load_model(model_name, checkpoint, image_size)
     spec = ExportSpec(model.config, "onnx", "fp32")

@@ -84,8 +84,10 @@ def evaluate_targets(res: dict, model: str, image_size: int, trained: bool = Tru
     for r in (res.get("sizes") or {}).get("rows", []):
         if r["precision"] == "mixed":
             ratio = r["ratio_to_fp32"]
-            add(f"{r['target']} mixed size vs fp32", None if ratio is None else round(ratio, 3), "<= 0.30",
-                None if ratio is None else ratio <= 0.30, "" if ratio is not None else "no fp32 package to compare")
+            judged = r["target"] == "tflite"  # the goal sets the size limit for LiteRT; the others are reported
+            add(f"{r['target']} mixed size vs fp32 (whole package)", None if ratio is None else round(ratio, 3),
+                "<= 0.30" if judged else "-", None if ratio is None or not judged else ratio <= 0.30,
+                "no fp32 package to compare" if ratio is None else "" if judged else "for reference: the size limit is LiteRT's")
     for r in (res.get("accuracy") or {}).get("rows", []):
         if r["precision"] == "mixed":
             drop = max(r["drop_1pt"], r["drop_3pt"], r["drop_box"])
@@ -141,9 +143,9 @@ def latency_md(lat: dict) -> str:
 def sizes_md(sizes: dict) -> str:
     """Size table: model files and totals per package."""
     rows = [[r["target"], r["precision"], ", ".join(f"{k} {v / 1e6:.2f}" for k, v in r["files"].items()),
-             f"{r['model_bytes'] / 1e6:.2f}", f"{r['total_bytes'] / 1e6:.2f}", _f(r["ratio_to_fp32"], "{:.2f}")]
+             f"{r['model_bytes'] / 1e6:.2f}", f"{r['total_bytes'] / 1e6:.2f}", _f(r["ratio_to_fp32"], "{:.3f}")]
             for r in sizes["rows"]]
-    return md_table(["target", "precision", "files (MB)", "model MB", "total MB", "vs fp32"], rows)
+    return md_table(["target", "precision", "files (MB)", "model MB", "total MB", "total vs fp32"], rows)
 
 
 def conversion_md(conv: dict) -> str:

@@ -104,7 +104,7 @@ def resolve_checkpoint(cfg: BenchConfig) -> str | None:
         return cfg.checkpoint
     from tinysam.defaults import find_default_weights
 
-    found = find_default_weights(cfg.model)
+    found = find_default_weights(cfg.model, image_size=cfg.image_size)
     return str(found.path) if found is not None else None
 
 
@@ -116,7 +116,7 @@ def accuracy_size(cfg: BenchConfig, checkpoint: str | None) -> int:
     if not cfg.quick and checkpoint is not None and cfg.checkpoint is None:  # the shipped weights: their own size
         from tinysam.defaults import find_default_weights
 
-        found = find_default_weights(cfg.model)
+        found = find_default_weights(cfg.model, image_size=cfg.image_size)
         if found is not None and found.image_size:
             return int(found.image_size)
     return cfg.image_size

@@ -7,7 +7,7 @@ is untrained.
 
 Several checkpoints may serve one model at different input sizes (a 128 px default for fast runs, a
 256 px one): without a requested size the first one by file name is the default; a requested
-`image_size` picks the checkpoint trained at that size when there is one.
+`image_size` picks the checkpoint trained at the size nearest it.
 """
 
 from __future__ import annotations
@@ -34,13 +34,13 @@ class DefaultWeights:
 
 def find_default_weights(model: str, weights_dir: str | Path | None = None,
                          image_size: int | None = None) -> DefaultWeights | None:
-    """The checkpoint in `weights_dir` (default `tinysam/weights`) made for `model` and trained at
-    `image_size` if one is, else the first one made for `model` (by file name), or None."""
+    """The checkpoint in `weights_dir` (default `tinysam/weights`) made for `model`: with `image_size`, the one
+    trained at the size nearest it (a tie: the larger; deploying at 1024 takes the 256 px weights, not the
+    128 px ones), else the first one (by file name), or None."""
     found = all_default_weights(model, weights_dir)
-    if image_size is not None:
-        same = [w for w in found if w.image_size == image_size]
-        if same:
-            return same[0]
+    sized = [w for w in found if w.image_size]
+    if image_size is not None and sized:  # trained at that size, else the nearest (a tie: the larger)
+        return min(sized, key=lambda w: (abs(w.image_size - image_size), -w.image_size))
     return found[0] if found else None
 
 
