@@ -133,7 +133,7 @@ def build_package(model, model_info: dict, target: str, options: ConvertOptions,
         (pkg.dir / "README.md").write_text(render_readme({**draft, "parity": parity}))
         manifest = build_manifest(spec, model_info, models, plan.to_dict(), parity, hash_tree(pkg.dir))
         manifest = Manifest.from_dict(manifest).to_dict()  # written through the typed package format
-        (pkg.dir / MANIFEST).write_text(json.dumps(manifest, indent=2, allow_nan=False))
+        (pkg.dir / MANIFEST).write_text(json.dumps(manifest, separators=(",", ":"), allow_nan=False))  # shipped: no padding
         path = pkg.commit()
     return PackageResult(spec.target, precision, path, dir_size(path), time.perf_counter() - start, parity,
                          pkg.zip_path if options.zip else None)

@@ -318,7 +318,11 @@ def plot_frontier(points: list, picked, target: str, measured: bool) -> bytes:  
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
     plt.close(fig)
-    return buf.getvalue()
+    from PIL import Image
+
+    small = io.BytesIO()  # a flat-colour plot: a 64-colour palette looks the same at a third of the bytes
+    Image.open(io.BytesIO(buf.getvalue())).convert("RGB").quantize(colors=64).save(small, "PNG", optimize=True)
+    return small.getvalue()
 
 
 def _point_line(p: dict, speed: dict) -> str:
