@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -50,10 +51,12 @@ def _by_logical(entries: list[dict]) -> dict[str, str]:
 
 
 def run_entry(model, entry: dict, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Run a runtime model with feeds keyed by tensor role; outputs keyed by role (the manifest `entry` maps them)."""
+    """Run a runtime model with feeds keyed by tensor role; outputs keyed by role (the manifest `entry` maps them),
+    copied: an array ONNX Runtime returns can hold on to the memory arena of its session after the session is closed
+    (ONNX fp16 at 1024 px: the parity check's peak 7.9 -> 4.7 GB)."""
     names_in, names_out = _by_logical(entry["inputs"]), _by_logical(entry["outputs"])
     out = model.run({names_in[k]: v for k, v in feeds.items()})
-    return {logical: out[name] for logical, name in names_out.items()}
+    return {logical: np.array(out[name], copy=True) for logical, name in names_out.items()}
 
 
 def evaluate(thresholds: dict[str, float], metrics: dict[str, float]) -> list[str]:
@@ -70,44 +73,105 @@ def evaluate(thresholds: dict[str, float], metrics: dict[str, float]) -> list[st
     return fails
 
 
-def _split_outputs(model, models: dict, split: tuple, emb: np.ndarray, img: ParityImage) -> list[tuple]:
-    """(K, feeds in N_SLOTS slots, outputs) of every split-decoder variant on one photo (prep run once)."""
-    prep_model, fast_models = split
-    prepped = run_entry(prep_model, models["decoder_prep"], {"image_embeddings": emb.astype(np.float32)})
-    slots = models["decoder_fast"].get("slots", N_SLOTS)
-    out, prompts = [], 0
-    for k, m in fast_models.items():
-        feeds = fast_parity_prompts(model, k, img.original_size, offset=prompts)
-        small = {n: feeds[n][:, :slots] for n in ("point_coords", "point_labels")}
-        t0 = time.perf_counter()
-        got = run_entry(m, models["decoder_fast"], {**prepped, **small})
-        out.append((k, feeds, got, time.perf_counter() - t0))
+@dataclass
+class ImagePrompts:
+    """The prompts one photo gets: (variant key, K, feeds) of every full decoder variant and (K, feeds) of every
+    split-decoder variant (fixed by the manifest and `converters.parity_data`), and the SAM-signature decoder's feeds
+    (without the embedding, which each side brings)."""
+
+    full: list[tuple[int, dict[str, np.ndarray]]]
+    split: list[tuple[int, dict[str, np.ndarray]]]
+    sam: list[dict[str, np.ndarray]]
+
+    @property
+    def count(self) -> int:
+        return sum(k for k, _ in self.full) + sum(k for k, _ in self.split)
+
+    def named(self) -> list[tuple[str, dict[str, np.ndarray]]]:
+        """(name, feeds) of every decoder variant, full ones first: the order of the outputs' `variants`."""
+        return [(f"K={k}", f) for k, f in self.full] + [(f"split K={k}", f) for k, f in self.split]
+
+
+def image_prompts(model, spec: ExportSpec, models: dict, img: ParityImage) -> ImagePrompts:  # noqa: ANN001
+    """Every prompt of one photo, numbered on from one variant to the next (`offset`)."""
+    full, split, prompts = [], [], 0
+    for k in map(int, models["decoder"]["variants"]):  # manifest order: the prompts are numbered on across variants
+        full.append((k, parity_prompts(model, spec, k, img.original_size, offset=prompts)))
         prompts += k
+    if "decoder_prep" in models:
+        for k in map(int, models["decoder_fast"]["variants"]):
+            split.append((k, fast_parity_prompts(model, k, img.original_size, offset=prompts)))
+            prompts += k
+    sam = _sam_onnx_feeds(model, spec, img) if "sam_onnx" in models else []
+    return ImagePrompts(full, split, sam)
+
+
+def _package_outputs(package_dir: Path, kind: str, num_threads: int, models: dict, images: list[ParityImage],
+                     prompts: list[ImagePrompts]) -> list[dict]:
+    """The package's outputs per photo: embedding, every decoder variant on its prompts (fed the package's own
+    embedding; full variants, then the split decoder's), the SAM-signature decoder's masks (ONNX), and seconds per
+    variant. Each model is opened once, run on every photo and closed before the next one opens: a runtime keeps the
+    memory its largest run needed while it is open (ONNX Runtime's arena: 2.2 GB for the split decoder at K=64, 1024 px)."""
+    from mobile_runtime.backends import open_model
+
+    def load(entry: dict, runtime: str = kind):  # noqa: ANN202
+        return open_model(package_dir / entry["file"], runtime, num_threads, signature=entry.get("signature"))
+
+    def timed(o: dict, key: str, model, entry: dict, feeds: dict) -> None:  # noqa: ANN001
+        t0 = time.perf_counter()
+        o["variants"].append(run_entry(model, entry, feeds))
+        o["seconds"][key] = time.perf_counter() - t0
+
+    outs = [{"variants": [], "seconds": {}, "prompts": p.count, "sam": None} for p in prompts]
+    encoder = load(models["encoder"])
+    for img, o in zip(images, outs):
+        emb = run_entry(encoder, models["encoder"], {"image": img.x.numpy()})["image_embeddings"]
+        o["embedding"] = emb.astype(np.float32)
+    del encoder
+    dec = models["decoder"]
+    for i, entry in enumerate(dec["variants"].values()):
+        model = load(entry)
+        for p, o in zip(prompts, outs):
+            k, feeds = p.full[i]
+            timed(o, f"full_k{k}", model, dec, {"image_embeddings": o["embedding"], **feeds})
+        del model
+    if "decoder_prep" in models:
+        prep = load(models["decoder_prep"])
+        prepped = [run_entry(prep, models["decoder_prep"], {"image_embeddings": o["embedding"]}) for o in outs]
+        del prep
+        fast = models["decoder_fast"]
+        slots = fast.get("slots", N_SLOTS)
+        for i, entry in enumerate(fast["variants"].values()):
+            model = load(entry)
+            for p, o, pre in zip(prompts, outs, prepped):
+                k, feeds = p.split[i]
+                timed(o, f"split_k{k}", model, fast, {**pre, **{n: feeds[n][:, :slots] for n in ("point_coords", "point_labels")}})
+            del model
+    if "sam_onnx" in models:
+        sam = open_model(package_dir / models["sam_onnx"]["file"], "onnx")
+        for p, o in zip(prompts, outs):
+            o["sam"] = [np.array(sam.run({**f, "image_embeddings": o["embedding"]})["masks"], copy=True) for f in p.sam]
+    return outs
+
+
+def _reference_outputs(reference: torch.nn.Module, spec: ExportSpec, images: list[ParityImage],
+                       prompts: list[ImagePrompts]) -> list[dict]:
+    """The reference's outputs on the same photos and prompts, in the order `_package_outputs` gives the package's:
+    run before any package model is opened, so that the runtimes' memory and the reference's never add up."""
+    names = [t.name for t in spec.decoder_inputs(1)[1:]]
+    sam_names = [t.name for t in spec.sam_onnx_inputs()][1:]
+    ref_dec = sam_onnx_module(reference) if any(p.sam for p in prompts) else None
+    out = []
+    for img, p in zip(images, prompts):
+        with torch.no_grad():
+            emb = reference.encode_image(img.x)
+            variants = []
+            for name, feeds in p.named():
+                lo, iou = reference.decode_prompts(emb, *(torch.from_numpy(feeds[n]) if n in feeds else None for n in names))
+                variants.append((name, lo.numpy(), iou.numpy()))
+            sam = [ref_dec(emb, *(torch.from_numpy(f[n]) for n in sam_names))[0].numpy() for f in p.sam]
+        out.append({"embedding": emb.numpy(), "variants": variants, "sam": sam})
     return out
-
-
-def _package_outputs(model, spec: ExportSpec, models: dict, encoder, decoders: dict, sam_sess,
-                     img: ParityImage, split: tuple | None = None) -> dict:
-    """The package's outputs on one photo: embedding, every decoder variant on the fixed prompts
-    (fed the package's own embedding), the split decoder's variants (`split`: prep and per-prompt models),
-    and the SAM-signature decoder's masks (ONNX)."""
-    enc, dec = models["encoder"], models["decoder"]
-    emb = run_entry(encoder, enc, {"image": img.x.numpy()})["image_embeddings"]
-    variants, prompts = [], 0
-    seconds: dict[str, float] = {}
-    for k, m in decoders.items():
-        feeds = parity_prompts(model, spec, k, img.original_size, offset=prompts)
-        t0 = time.perf_counter()
-        variants.append((k, feeds, run_entry(m, dec, {"image_embeddings": emb.astype(np.float32), **feeds})))
-        seconds[f"full_k{k}"] = time.perf_counter() - t0
-        prompts += k
-    if split is not None:
-        fast = _split_outputs(model, models, split, emb, img)
-        variants += [(f"split K={k}", feeds, got) for k, feeds, got, _ in fast]
-        seconds |= {f"split_k{k}": s for k, _, _, s in fast}
-        prompts += sum(k for k, _, _, _ in fast)
-    sam = _sam_onnx_outputs(model, sam_sess, emb, spec, img) if sam_sess is not None else None
-    return {"embedding": emb, "variants": variants, "prompts": prompts, "sam": sam, "seconds": seconds}
 
 
 def decoder_timing(outs: list[dict]) -> dict:
@@ -123,30 +187,25 @@ def decoder_timing(outs: list[dict]) -> dict:
             "measured_on": "the converting machine, during the parity check (one call per photo)"}
 
 
-def _compare(reference: torch.nn.Module, spec: ExportSpec, images: list[ParityImage], outs: list[dict]) -> dict:
-    """Parity metrics of the package outputs `outs` against `reference` on the same photos and prompts."""
+def _compare(refs: list[dict], images: list[ParityImage], outs: list[dict]) -> dict:
+    """Parity metrics of the package outputs `outs` against the reference's `refs` (`_reference_outputs`)."""
     emb_errs, ious, lr_err, iou_err, sam_ious, nonfinite, split_ious = [], [], 0.0, 0.0, [], [], []
-    for img, out in zip(images, outs):
-        with torch.no_grad():
-            ref_emb = reference.encode_image(img.x)
-        ref = ref_emb.numpy()
-        emb_errs.append(worst(0.0, np.linalg.norm(out["embedding"] - ref) / max(np.linalg.norm(ref), 1e-12)))
-        nonfinite += [f"{who} embedding of {img.name}" for who, v in (("package", out["embedding"]), ("reference", ref))
+    for img, ref, out in zip(images, refs, outs):
+        emb = ref["embedding"]
+        emb_errs.append(worst(0.0, np.linalg.norm(out["embedding"] - emb) / max(np.linalg.norm(emb), 1e-12)))
+        nonfinite += [f"{who} embedding of {img.name}" for who, v in (("package", out["embedding"]), ("reference", emb))
                       if not np.isfinite(v).all()]
-        for k, feeds, got in out["variants"]:
-            with torch.no_grad():
-                lo, iou = reference.decode_prompts(ref_emb, *(torch.from_numpy(feeds[t.name]) if t.name in feeds
-                                                              else None for t in spec.decoder_inputs(1)[1:]))
-            ious.append(mask_ious(got["low_res_masks"], lo.numpy()).ravel())
-            if isinstance(k, str):
+        for (name, lo, iou), got in zip(ref["variants"], out["variants"]):
+            ious.append(mask_ious(got["low_res_masks"], lo).ravel())
+            if name.startswith("split"):
                 split_ious.append(ious[-1])
-            lr_err = worst(lr_err, np.abs(got["low_res_masks"] - lo.numpy()).max())
-            iou_err = worst(iou_err, np.abs(got["iou_predictions"] - iou.numpy()).max())
-            nonfinite += [f"{who} K={k} decoder outputs on {img.name}" for who, v in
-                          (("package", got["low_res_masks"]), ("reference", lo.numpy()),
-                           ("package", got["iou_predictions"]), ("reference", iou.numpy())) if not np.isfinite(v).all()]
+            lr_err = worst(lr_err, np.abs(got["low_res_masks"] - lo).max())
+            iou_err = worst(iou_err, np.abs(got["iou_predictions"] - iou).max())
+            nonfinite += [f"{who} {name} decoder outputs on {img.name}" for who, v in
+                          (("package", got["low_res_masks"]), ("reference", lo),
+                           ("package", got["iou_predictions"]), ("reference", iou)) if not np.isfinite(v).all()]
         if out["sam"] is not None:
-            sam_ious.append(_sam_onnx_ious(reference, out["sam"], ref_emb, spec))
+            sam_ious.append(np.concatenate([mask_ious(m, r).ravel() for m, r in zip(out["sam"], ref["sam"])]))
     all_ious = np.concatenate(ious)
     metrics: dict[str, float] = {
         "embedding_rel_error": max(emb_errs), "low_res_logit_max_error": lr_err,
@@ -176,30 +235,20 @@ def check_parity(model: torch.nn.Module, package_dir: Path, manifest: dict, cali
     model (Core AI: coreai-opt's). The package is then also compared with it, under the
     target's `FAKE_QUANT_THRESHOLDS`, in `report["fake_quant"]`; both gates must pass.
     """
-    from mobile_runtime.backends import open_model
-
     spec = ExportSpec(model.config, manifest["target"], manifest["precision"])
     kind, models = spec.target, manifest["models"]
     images = [prepare_image(model, name, arr) for name, arr in load_parity_images(calibration)]
-    enc = models["encoder"]
-    encoder = open_model(package_dir / enc["file"], kind, num_threads)
-    decoders = {int(k): open_model(package_dir / v["file"], kind, num_threads, signature=v.get("signature"))
-                for k, v in models["decoder"]["variants"].items()}
-    sam_sess = open_model(package_dir / models["sam_onnx"]["file"], "onnx") if "sam_onnx" in models else None
-    split = None
-    if "decoder_prep" in models:
-        prep = models["decoder_prep"]
-        split = (open_model(package_dir / prep["file"], kind, num_threads, signature=prep.get("signature")),
-                 {int(k): open_model(package_dir / v["file"], kind, num_threads, signature=v.get("signature"))
-                  for k, v in models["decoder_fast"]["variants"].items()})
-    outs = [_package_outputs(model, spec, models, encoder, decoders, sam_sess, img, split) for img in images]
-    metrics = _compare(model, spec, images, outs)
+    prompts = [image_prompts(model, spec, models, img) for img in images]
+    refs = _reference_outputs(model, spec, images, prompts)  # before the package's models open (memory)
+    fq_refs = _reference_outputs(fake_quant, spec, images, prompts) if fake_quant is not None else None
+    outs = _package_outputs(package_dir, kind, num_threads, models, images, prompts)
+    metrics = _compare(refs, images, outs)
     thresholds = spec.thresholds
     failures = evaluate(thresholds, metrics)
     report: dict = {"metrics": metrics, "thresholds": thresholds, "reference": "float PyTorch model",
                     "decoder_timing": decoder_timing(outs)}
     if fake_quant is not None:
-        fq_metrics = _compare(fake_quant, spec, images, outs)
+        fq_metrics = _compare(fq_refs, images, outs)
         fq_thresholds = dict(FAKE_QUANT_THRESHOLDS[spec.target])
         fq_failures = evaluate(fq_thresholds, fq_metrics)
         failures += [f"vs fake-quant: {f}" for f in fq_failures]
@@ -216,35 +265,16 @@ def check_parity(model: torch.nn.Module, package_dir: Path, manifest: dict, cali
     return report
 
 
-def _sam_onnx_feeds(model, spec: ExportSpec, emb: np.ndarray, img: ParityImage) -> list[dict[str, np.ndarray]]:
-    """Feeds of the SAM-signature decoder for one photo: point, pos+neg, box, point+box."""
-    names = [t.name for t in spec.sam_onnx_inputs()]
+def _sam_onnx_feeds(model, spec: ExportSpec, img: ParityImage) -> list[dict[str, np.ndarray]]:  # noqa: ANN001
+    """Feeds of the SAM-signature decoder for one photo, the embedding left out: point, pos+neg, box, point+box."""
+    names = [t.name for t in spec.sam_onnx_inputs()][1:]
     out = []
     for index in range(4):
         f = parity_prompts(model, spec, 1, img.original_size, offset=index)
         used = f["point_labels"][0] != LABEL.EMPTY_SLOT
-        feeds = {"image_embeddings": emb.astype(np.float32), "point_coords": f["point_coords"][:, used],
-                 "point_labels": f["point_labels"][:, used],
+        feeds = {"point_coords": f["point_coords"][:, used], "point_labels": f["point_labels"][:, used],
                  "mask_input": np.zeros((1, 1, spec.low_res_size, spec.low_res_size), np.float32),
                  "has_mask_input": np.zeros(1, np.float32),
                  "orig_im_size": np.array(img.original_size, np.float32)}
         out.append({n: feeds[n] for n in names})
     return out
-
-
-def _sam_onnx_outputs(model, sess, emb: np.ndarray, spec: ExportSpec, img: ParityImage) -> list[tuple[dict, np.ndarray]]:
-    """(feeds, masks at the photo's own size) of the SAM-signature decoder on one photo."""
-    return [(feeds, sess.run(feeds)["masks"]) for feeds in _sam_onnx_feeds(model, spec, emb, img)]
-
-
-def _sam_onnx_ious(reference, runs: list[tuple[dict, np.ndarray]], ref_emb: torch.Tensor,
-                   spec: ExportSpec) -> np.ndarray:
-    """SAM-signature decoder masks vs the reference wrapper (fed the reference's own embedding)."""
-    ref_dec = sam_onnx_module(reference)
-    names = [t.name for t in spec.sam_onnx_inputs()]
-    ious = []
-    for feeds, masks in runs:
-        with torch.no_grad():
-            ref_masks = ref_dec(ref_emb, *(torch.from_numpy(feeds[n]) for n in names[1:]))[0]
-        ious.append(mask_ious(masks, ref_masks.numpy()).ravel())
-    return np.concatenate(ious)
