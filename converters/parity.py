@@ -75,9 +75,9 @@ def evaluate(thresholds: dict[str, float], metrics: dict[str, float]) -> list[st
 
 @dataclass
 class ImagePrompts:
-    """The prompts one photo gets: (variant key, K, feeds) of every full decoder variant and (K, feeds) of every
-    split-decoder variant (fixed by the manifest and `converters.parity_data`), and the SAM-signature decoder's feeds
-    (without the embedding, which each side brings)."""
+    """The prompts one photo gets: (K, feeds) of every full decoder variant and of every split-decoder variant
+    (fixed by the manifest and `converters.parity_data`), and the SAM-signature decoder's feeds (without the
+    embedding, which each side brings)."""
 
     full: list[tuple[int, dict[str, np.ndarray]]]
     split: list[tuple[int, dict[str, np.ndarray]]]
@@ -114,8 +114,8 @@ def _package_outputs(package_dir: Path, kind: str, num_threads: int, models: dic
     memory its largest run needed while it is open (ONNX Runtime's arena: 2.2 GB for the split decoder at K=64, 1024 px)."""
     from mobile_runtime.backends import open_model
 
-    def load(entry: dict, runtime: str = kind):  # noqa: ANN202
-        return open_model(package_dir / entry["file"], runtime, num_threads, signature=entry.get("signature"))
+    def load(entry: dict):  # noqa: ANN202
+        return open_model(package_dir / entry["file"], kind, num_threads, signature=entry.get("signature"))
 
     def timed(o: dict, key: str, model, entry: dict, feeds: dict) -> None:  # noqa: ANN001
         t0 = time.perf_counter()
